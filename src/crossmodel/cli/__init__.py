@@ -1,0 +1,18 @@
+"""The `crossmodel` command line: one subcommand per pipeline stage, each a thin layer over the library.
+
+Each stage's commands live in their own module here (flags -> config -> one library call -> print) and register
+on the shared `app` when imported below, in pipeline order. Nothing in the library imports this package.
+"""
+
+from crossmodel.cli.app import app
+
+# Stage command modules, one import line each, in pipeline order:
+# (vocab) from crossmodel.cli import map_cmd
+# (models) from crossmodel.cli import zoo_cmd
+# (steer) from crossmodel.cli import generate_cmd
+# (train) from crossmodel.cli import train_cmd
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()

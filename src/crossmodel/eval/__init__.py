@@ -1,0 +1,1 @@
+"""crossmodel.eval stage."""

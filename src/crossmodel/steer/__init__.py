@@ -1,0 +1,1 @@
+"""crossmodel.steer stage."""
