@@ -7,10 +7,11 @@ on the shared `app` when imported below, in pipeline order. Nothing in the libra
 from crossmodel.cli.app import app
 
 # Stage command modules, one import line each, in pipeline order:
-# (vocab) from crossmodel.cli import map_cmd
-# (models) from crossmodel.cli import zoo_cmd
-# (steer) from crossmodel.cli import generate_cmd
-# (train) from crossmodel.cli import train_cmd
+from crossmodel.cli import map_cmd  # (vocab)
+from crossmodel.cli import zoo_cmd  # (models)
+from crossmodel.cli import generate_cmd  # (steer)
+from crossmodel.cli import train_cmd  # (train)
+from crossmodel.cli import eval_cmd  # (eval)
 
 
 def main() -> None:

@@ -1,1 +1,11 @@
-"""crossmodel.models stage."""
+"""crossmodel.models: load LLMs (zoo name | HF dir | GGUF file | hub id) and the zoo of registry-shipped models."""
+
+from crossmodel.models.gguf import convert_gguf, load_gguf
+from crossmodel.models.load import LoadedModel, Source, load_model, load_tokenizer, resolve
+from crossmodel.models.pull import fetch_gguf, is_pulled, pull, verify_dir
+from crossmodel.models.text import chat_prompt, generate_text
+from crossmodel.models.zoo import ZOO, Part, ZooEntry, zoo_dir, zoo_entry
+
+__all__ = ["ZOO", "LoadedModel", "Part", "Source", "ZooEntry", "chat_prompt", "convert_gguf", "fetch_gguf",
+           "generate_text", "is_pulled", "load_gguf", "load_model", "load_tokenizer", "pull", "resolve", "verify_dir",
+           "zoo_dir", "zoo_entry"]

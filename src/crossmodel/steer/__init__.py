@@ -1,1 +1,12 @@
-"""crossmodel.steer stage."""
+"""crossmodel.steer stage: combination rules, the DeltaModel artefact, steered generation (DESIGN.md §1, §3, §4)."""
+
+from crossmodel.steer.combine import COMBINE_RULES, combine, get_rule
+from crossmodel.steer.delta import CONFIG_NAME, DeltaConfig, DeltaModel, low_rank_embeddings, vocab_fingerprint
+from crossmodel.steer.generate import DeltaSlot, combine_all, steered_tokens, token_picker
+from crossmodel.steer.processor import CMCLogitsProcessor
+from crossmodel.steer.steered import SteerConfig, Steered, steer
+from crossmodel.steer.sync import FullReencodeFeed, ReencodeFeed, TokenFeed
+
+__all__ = ["CMCLogitsProcessor", "COMBINE_RULES", "CONFIG_NAME", "DeltaConfig", "DeltaModel", "DeltaSlot",
+           "FullReencodeFeed", "ReencodeFeed", "SteerConfig", "Steered", "TokenFeed", "combine", "combine_all",
+           "get_rule", "low_rank_embeddings", "steer", "steered_tokens", "token_picker", "vocab_fingerprint"]

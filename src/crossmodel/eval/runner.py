@@ -1,0 +1,139 @@
+"""`run_eval(EvalConfig)`: load the model (and its deltas), run one suite on the plain and the steered model,
+write `results.json`, `report.md` and the plots. What `crossmodel eval` calls.
+
+Layout of `out`: run.json (config), <variant>/<part>.json per finished part (variants: "base" = the plain
+model, "steered" = with the deltas), results.json, report.md, *.png. Re-running with the same `out` and config
+skips every finished part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crossmodel.eval import qa, resume, tofu
+from crossmodel.eval.data import TOFU_SPLITS, load_qa
+from crossmodel.eval.report import RESULTS, render_report
+from crossmodel.io import atomic_write_json
+
+SUITES = ("tofu", "qa", "nll", "shift")
+DEFAULT_NEW_TOKENS = {"tofu": 200, "qa": 128}  # tofu: locuslab's generation.max_length = 200
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation run; every field is a CLI flag of `crossmodel eval`."""
+
+    model: str = field(metadata={"help": "user model: zoo name | HF dir | GGUF file | hub id"})
+    suite: str = field(metadata={"help": "tofu | qa | nll | shift"})
+    data: tuple[str, ...] = field(metadata={"help": "tofu: a TOFU folder or split=FILE items; else one file"})
+    out: str = field(metadata={"help": "output folder (re-use it to resume)"})
+    deltas: tuple[str, ...] = ()
+    alphas: tuple[float, ...] = field(default=(), metadata={"help": "one per delta, one for all, or none"})
+    maps: tuple[str, ...] = field(default=(), metadata={"help": "token map dir per delta ('' = same vocab)"})
+    rule: str | None = None
+    format: str = field(default="tofu", metadata={"help": "qa/nll/shift file format: tofu | alpaca | chat"})
+    limit: int | None = field(default=None, metadata={"help": "first N items of each split / file"})
+    max_new_tokens: int | None = None
+    chat: bool = True
+    batch_size: int = 4
+    forget: str = "forget10"
+    splits: tuple[str, ...] = tuple(TOFU_SPLITS)
+    reference: str | None = field(default=None, metadata={"help": "eval folder of a retain-only model (tofu)"})
+    baseline: bool = field(default=True, metadata={"help": "also evaluate the model without deltas"})
+    after: str | None = field(default=None, metadata={"help": "shift: fine-tuned copy of --model"})
+    model_b: str | None = field(default=None, metadata={"help": "shift: the second model"})
+    after_b: str | None = field(default=None, metadata={"help": "shift: fine-tuned copy of the second model"})
+    shift_map: str | None = field(default=None, metadata={"help": "shift: token map from model to model_b"})
+    top_k: int = 20
+
+    def __post_init__(self):
+        if self.suite not in SUITES:
+            raise ValueError(f"suite={self.suite!r}; choose one of {', '.join(SUITES)}")
+        if not self.data:
+            raise ValueError("no --data given: pass a TOFU folder (tofu) or a QA/instruction file")
+        if self.alphas and len(self.alphas) not in (1, len(self.deltas)):
+            raise ValueError(f"{len(self.alphas)} alphas for {len(self.deltas)} deltas; give one per delta or one")
+        if self.maps and len(self.maps) != len(self.deltas):
+            raise ValueError(f"{len(self.maps)} maps for {len(self.deltas)} deltas; give one per delta ('' = none)")
+        if self.limit is not None and self.limit < 1 or self.batch_size < 1:
+            raise ValueError(f"limit={self.limit} and batch_size={self.batch_size} must be >= 1")
+        if self.suite == "shift" and not (self.model_b and (self.after and self.after_b or self.deltas)):
+            raise ValueError("suite=shift needs --model-b and either --after and --after-b (fine-tuned copies) or "
+                             "--delta (the steered models are the 'after' side)")
+
+    def new_tokens(self) -> int:
+        return self.max_new_tokens or DEFAULT_NEW_TOKENS.get(self.suite, 128)
+
+
+def _delta_entries(config: EvalConfig) -> list[tuple[str, float | None, str | None]]:
+    alphas = list(config.alphas) * (len(config.deltas) if len(config.alphas) == 1 else 1)
+    return [(d, alphas[i] if alphas else None, (config.maps[i] or None) if config.maps else None)
+            for i, d in enumerate(config.deltas)]
+
+
+def load_variants(config: EvalConfig) -> dict[str, Any]:
+    """The evaluated models by variant name: "base" (plain) and/or "steered" (with the deltas)."""
+    from crossmodel.eval.scorer import PlainModel
+    from crossmodel.models import load_model
+
+    loaded = load_model(config.model)
+    variants: dict[str, Any] = {}
+    if config.baseline or not config.deltas:
+        variants["base"] = PlainModel(loaded.model, loaded.tokenizer, batch_size=config.batch_size)
+    if config.deltas:
+        from crossmodel.steer import steer
+
+        variants["steered"] = steer(loaded, deltas=_delta_entries(config), rule=config.rule)
+    return variants
+
+
+def _tofu_files(config: EvalConfig) -> dict[str, Path]:
+    if len(config.data) == 1 and "=" not in config.data[0]:
+        return tofu.tofu_files(config.data[0], config.splits, config.forget)
+    pairs = [item.split("=", 1) for item in config.data]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError(f"--data {list(config.data)}: give one TOFU folder, or split=FILE items "
+                         f"(splits: {', '.join(TOFU_SPLITS)})")
+    return {name: Path(path) for name, path in pairs}
+
+
+def _reference_forget(config: EvalConfig) -> dict | None:
+    if config.reference is None:
+        return None
+    for variant in ("base", "steered"):
+        found = resume.load_part(Path(config.reference) / variant, "tofu_forget")
+        if found is not None:
+            return found
+    raise FileNotFoundError(f"{config.reference} holds no finished TOFU forget split (base/tofu_forget.json); run "
+                            "`crossmodel eval --suite tofu` on the retain-only model with that --out first")
+
+
+def _run_suite(config: EvalConfig, model: Any, out: Path) -> dict[str, Any]:
+    if config.suite == "tofu":
+        return tofu.run_tofu(model, _tofu_files(config), out, chat=config.chat, max_new_tokens=config.new_tokens(),
+                             limit=config.limit, batch_size=config.batch_size,
+                             reference_forget=_reference_forget(config))
+    if len(config.data) != 1:
+        raise ValueError(f"suite {config.suite} reads one file; got --data {list(config.data)}")
+    items = load_qa(config.data[0], config.format, config.limit)
+    return qa.run_qa(model, items, out, chat=config.chat, generate=config.suite == "qa",
+                     max_new_tokens=config.new_tokens(), batch_size=config.batch_size)["summary"]
+
+
+def run_eval(config: EvalConfig) -> dict[str, Any]:
+    """Run `config`; return the results dict that is also written to `<out>/results.json`."""
+    out = resume.start_run(config.out, dataclasses.asdict(config))
+    results: dict[str, Any] = {"config": dataclasses.asdict(config), "suite": config.suite, "variants": {}}
+    if config.suite == "shift":
+        from crossmodel.eval.shift_run import run_shift
+
+        results.update(run_shift(config, out))
+    else:
+        for name, model in load_variants(config).items():
+            results["variants"][name] = _run_suite(config, model, out / name)
+    atomic_write_json(out / RESULTS, results)
+    render_report(out)
+    return results

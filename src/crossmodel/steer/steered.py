@@ -1,0 +1,258 @@
+"""`steer(user_model, deltas=[(delta, alpha, token_map), ...])`: a user LLM plus deltas as one generator.
+
+Checks every delta against the user model once (same vocabulary, or a token map built for exactly this pair),
+then offers `generate` (batched, left-padded), `stream`, `score` (teacher-forced log-probabilities through the
+same combination and sync as generation) and `logits_processor` for `user_model.generate` (DESIGN.md §4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import math
+import torch
+
+from crossmodel.steer.combine import COMBINE_RULES
+from crossmodel.steer.delta import DeltaModel
+from crossmodel.steer.generate import DeltaSlot, steered_tokens, token_picker
+from crossmodel.steer.score import score_batch
+from crossmodel.steer.sync import complete_text, left_pad
+
+SYNCS = ("incremental", "full")
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    """How deltas are applied: combination rule, fill for unmapped user tokens, cross-vocabulary sync."""
+
+    rule: str | None = None  # None: the deltas' own rule (crossmodel.json), "basenormalize" for plain models
+    fill: float = 0.0  # logit given to user tokens the map leaves unmapped; 0 as in the reference
+    sync: str = "incremental"  # "full": the reference's re-encode of the whole text without a cache
+
+    def __post_init__(self):
+        if self.rule is not None and self.rule not in COMBINE_RULES:
+            raise ValueError(f"rule={self.rule!r} is not a combination rule; choose one of {sorted(COMBINE_RULES)}")
+        if not math.isfinite(self.fill):
+            raise ValueError(f"fill={self.fill} must be finite (alpha * inf is undefined at alpha=0); use a large "
+                             "negative value such as -1e4 to all but forbid unmapped tokens")
+        if self.sync not in SYNCS:
+            raise ValueError(f"sync={self.sync!r}; choose one of {list(SYNCS)}")
+
+
+def _fingerprint(tokenizer: Any) -> str:
+    from crossmodel.vocab import load_vocabulary
+
+    return load_vocabulary(tokenizer).fingerprint
+
+
+def _rows(model: Any) -> int:
+    return model.get_output_embeddings().weight.shape[0]
+
+
+def _name(obj: Any, fallback: str) -> str:
+    return str(getattr(obj, "path", None) or getattr(obj, "name", None) or fallback)
+
+
+def _as_entry(entry: Any) -> tuple[Any, float | None, Any]:
+    if isinstance(entry, (tuple, list)):
+        if not 1 <= len(entry) <= 3:
+            raise ValueError(f"a delta entry is (delta, alpha, token_map_or_None); got {len(entry)} items")
+        return (*entry, None, None)[:3]
+    return entry, None, None
+
+
+def _context(model: Any) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def chat_text(tokenizer: Any, prompt: str, chat_template: str | None, who: str) -> str:
+    """`prompt` as one user turn through `chat_template` (or the tokenizer's own), ending with the assistant cue."""
+    template = chat_template or getattr(tokenizer, "chat_template", None)
+    if not template:
+        raise ValueError(f"the {who} tokenizer has no chat template (a base model?); use chat=False / no --chat")
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], chat_template=template,
+                                         tokenize=False, add_generation_prompt=True)
+
+
+class Steered:
+    """A user model with deltas attached; build it with `steer(...)`."""
+
+    def __init__(self, model: Any, tokenizer: Any, slots: list[DeltaSlot], rule: str,
+                 chat_template: str | None = None):
+        self.model, self.tokenizer, self.slots, self.rule = model, tokenizer, slots, rule
+        self.chat_template = chat_template  # overrides the user tokenizer's own (e.g. for base models)
+        self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
+        self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+
+    # ---- prompts --------------------------------------------------------------------------------------------
+    def prompt_texts(self, prompts: Sequence[str], chat: bool) -> list[str]:
+        """The user model's prompt strings (through its chat template when `chat`)."""
+        return [chat_text(self.tokenizer, p, self.chat_template, "user model") if chat else p for p in prompts]
+
+    def delta_prompt_texts(self, prompts: Sequence[str], chat: bool) -> list[list[str]]:
+        """Per delta, the prompt strings it reads (its training chat template when `chat`)."""
+        return [[chat_text(s.tokenizer, p, s.chat_template, s.name) if chat else p for p in prompts]
+                for s in self.slots]
+
+    def encode(self, prompts: Sequence[str], chat: bool = False, max_new_tokens: int = 0):
+        """Left-padded user inputs {input_ids, attention_mask} for `prompts`; checks both models' contexts."""
+        if isinstance(prompts, str):
+            raise ValueError("prompts must be a list of strings; wrap a single prompt as [prompt]")
+        if not prompts:
+            raise ValueError("no prompts given")
+        rows = self.tokenizer(self.prompt_texts(prompts, chat), add_special_tokens=not chat).input_ids
+        self._check_context(self.model, [len(r) for r in rows], max_new_tokens, "user model")
+        for slot, texts in zip(self.slots, self.delta_prompt_texts(prompts, chat)):
+            lengths = [len(r) for r in slot.tokenizer(texts, add_special_tokens=not chat).input_ids]
+            self._check_context(slot.model, lengths, max_new_tokens, f"delta {slot.name}")
+        ids, mask = left_pad(rows, self.pad_id, self.model.device)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    @staticmethod
+    def _check_context(model: Any, lengths: list[int], max_new_tokens: int, who: str) -> None:
+        limit = _context(model)
+        worst = max(lengths)
+        if limit is not None and worst + max_new_tokens > limit:
+            i = lengths.index(worst)
+            raise ValueError(f"prompt {i} is {worst} tokens for the {who}, plus max_new_tokens={max_new_tokens} "
+                             f"exceeds its context of {limit} tokens (max_position_embeddings); shorten the "
+                             "prompt or lower max_new_tokens")
+
+    # ---- generation -----------------------------------------------------------------------------------------
+    def _steps(self, prompts: Sequence[str], max_new_tokens: int, do_sample: bool, temperature: float,
+               top_k: int | None, top_p: float | None, stop: Iterable[str], chat: bool, seed: int):
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+        inputs = self.encode(prompts, chat, max_new_tokens)
+        pick = token_picker(do_sample, temperature, top_k, top_p, seed, self.model.device)
+        return steered_tokens(self.model, self.slots, inputs["input_ids"], inputs["attention_mask"],
+                              self.delta_prompt_texts(prompts, chat), self.delta_text, rule=self.rule,
+                              max_new_tokens=max_new_tokens, pick=pick, eos_ids=self.eos_ids, pad_id=self.pad_id,
+                              stop=tuple(stop), visible=self.text, add_special_tokens=not chat)
+
+    def text(self, rows: list[list[int]]) -> list[str]:
+        """What a reader sees of generated ids: special tokens dropped."""
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    def delta_text(self, rows: list[list[int]]) -> list[str]:
+        """The generated text the deltas re-encode: special tokens kept, so identical tokenizers round-trip."""
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=False)
+
+    def generate_ids(self, prompts: Sequence[str], max_new_tokens: int = 128, *, do_sample: bool = False,
+                     temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                     stop: Iterable[str] = (), chat: bool = False, seed: int = 0) -> torch.Tensor:
+        """New token ids (B, steps), pad after a row finished, as `user_model.generate(...)[:, prompt:]`."""
+        steps = self._steps(prompts, max_new_tokens, do_sample, temperature, top_k, top_p, stop, chat, seed)
+        return torch.stack([token for token, _ in steps], dim=1)
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int = 128, *, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 stop: Iterable[str] = (), chat: bool = False, seed: int = 0) -> list[str]:
+        """The generated text per prompt, cut before the first stop string (which is not included)."""
+        stop = tuple(stop)
+        generated: list[list[int]] = [[] for _ in prompts]
+        for _, generated in self._steps(prompts, max_new_tokens, do_sample, temperature, top_k, top_p, stop, chat,
+                                        seed):
+            pass
+        return [_cut(t, stop) for t in self.text(generated)]
+
+    def stream(self, prompt: str, max_new_tokens: int = 128, *, do_sample: bool = False, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, stop: Iterable[str] = (), chat: bool = False,
+               seed: int = 0) -> Iterator[str]:
+        """Yield the text of one prompt piece by piece as it is generated (joined = `generate([prompt])[0]`)."""
+        stop = tuple(stop)
+        hold = max((len(s) for s in stop), default=1) - 1  # keep back what could be the start of a stop string
+        shown, text = 0, ""
+        for _, generated in self._steps([prompt], max_new_tokens, do_sample, temperature, top_k, top_p, stop, chat,
+                                        seed):
+            text = complete_text(_cut(self.text(generated)[0], stop))
+            ready = max(shown, len(text) - hold)
+            if ready > shown:
+                yield text[shown:ready]
+                shown = ready
+        if len(text) > shown:
+            yield text[shown:]
+
+    # ---- scoring and HF integration -------------------------------------------------------------------------
+    def score(self, prompts: Sequence[str], continuations: Sequence[str], chat: bool = False,
+              batch_size: int = 4) -> list[torch.Tensor]:
+        """Per-token log-probabilities (float32) of each continuation (user tokenization) given its prompt.
+
+        Teacher-forced through the same combination and sync as generation: with `deltas=[]` these are the
+        plain model's log-softmax values.
+        """
+        if len(prompts) != len(continuations):
+            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations; give one each")
+        out: list[torch.Tensor] = []
+        for i in range(0, len(prompts), batch_size):
+            out.extend(score_batch(self, list(prompts[i:i + batch_size]), list(continuations[i:i + batch_size]),
+                                   chat))
+        return out
+
+    def logits_processor(self, prompts: Sequence[str], chat: bool = False):
+        """A `CMCLogitsProcessor` for these prompts; `user_model.generate(**proc.inputs, logits_processor=[proc])`."""
+        from crossmodel.steer.processor import CMCLogitsProcessor
+
+        return CMCLogitsProcessor(self, prompts, chat=chat)
+
+
+def _cut(text: str, stop: tuple[str, ...]) -> str:
+    hits = [text.index(s) for s in stop if s in text]
+    return text[: min(hits)] if hits else text
+
+
+def _check_pair(user_fp: str, user_tok: Any, delta: Any, token_map: Any, user_rows: int, user_name: str,
+                delta_name: str) -> None:
+    """Same vocabulary, or a map for exactly this pair and these logits widths; else say what to do."""
+    if token_map is None:
+        delta_fp = getattr(getattr(delta, "config", None), "vocab_fingerprint", "") or _fingerprint(delta.tokenizer)
+        if delta_fp != user_fp:
+            raise ValueError(
+                f"delta {delta_name} uses another vocabulary than the user model {user_name} (fingerprints "
+                f"{delta_fp[:12]} vs {user_fp[:12]}); build a token map with `crossmodel map --user {user_name} "
+                f"--delta {delta_name} --out MAP_DIR` and pass it (--map MAP_DIR, or (delta, alpha, token_map))")
+        return
+    token_map.verify(user=user_tok, delta=delta.tokenizer)
+    if token_map.user_rows != user_rows or token_map.delta_rows != _rows(delta.model):
+        raise ValueError(f"token map is for logits widths user={token_map.user_rows}, delta={token_map.delta_rows} "
+                         f"but the models have user={user_rows}, delta={_rows(delta.model)}; rebuild it with "
+                         "`crossmodel map` giving these widths")
+
+
+def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *, rule: str | None = None,
+          fill: float = 0.0, sync: str = "incremental", chat_template: str | None = None) -> Steered:
+    """Attach deltas to a user model: `deltas` = [(DeltaModel | dir, alpha | None, TokenMap | dir | None), ...].
+
+    `user_model` is a LoadedModel (or anything with .model/.tokenizer) or an HF model with `tokenizer` given.
+    alpha None takes the delta's default; rule None takes the deltas' own (they must agree). `chat_template`
+    replaces the user tokenizer's own for chat=True (needed for base models that ship none).
+    """
+    from crossmodel.vocab import TokenMap
+
+    config = SteerConfig(rule=rule, fill=fill, sync=sync)
+    model = getattr(user_model, "model", user_model)
+    tokenizer = tokenizer or getattr(user_model, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError("steer() needs the user model's tokenizer: pass a LoadedModel or tokenizer=")
+    user_name = str(getattr(user_model, "name", None) or getattr(model.config, "name_or_path", "") or "USER_MODEL")
+    user_fp = getattr(user_model, "fingerprint", None) or _fingerprint(tokenizer)
+    user_rows = _rows(model)
+    slots, rules = [], set()
+    for delta, alpha, token_map in map(_as_entry, deltas):
+        delta_name = str(delta) if isinstance(delta, (str, Path)) else _name(delta, "DELTA_DIR")
+        delta = DeltaModel.load(delta) if isinstance(delta, (str, Path)) else delta
+        token_map = TokenMap.load(token_map) if isinstance(token_map, (str, Path)) else token_map
+        _check_pair(user_fp, tokenizer, delta, token_map, user_rows, user_name, delta_name)
+        delta_config = getattr(delta, "config", None)
+        rules.add(getattr(delta_config, "rule", "basenormalize"))
+        slots.append(DeltaSlot(model=delta.model.to(model.device), tokenizer=delta.tokenizer,
+                               alpha=float(getattr(delta_config, "alpha", 1.0) if alpha is None else alpha),
+                               token_map=token_map, user_rows=user_rows, fill=config.fill,
+                               sync="same" if token_map is None else config.sync,
+                               chat_template=getattr(delta_config, "chat_template", None), name=delta_name))
+    if config.rule is None and len(rules) > 1:
+        raise ValueError(f"the deltas were trained with different rules {sorted(rules)}; pass rule= explicitly")
+    return Steered(model, tokenizer, slots, config.rule or (rules.pop() if rules else "basenormalize"), chat_template)

@@ -1,0 +1,165 @@
+"""Keeping a delta model in step with the user model's text (DESIGN.md §1, §4).
+
+A *feed* owns one delta model's view of a batch: `start(...)` runs the prompt and returns the delta's last
+logits, `step(...)` takes what the user model just emitted and returns the next last logits. Three feeds:
+
+- `TokenFeed`: same vocabulary; the delta reads the user's own tokens with its own KV cache.
+- `ReencodeFeed`: another vocabulary; after each user token the text so far is re-encoded with the delta
+  tokenizer, the longest common prefix (LCP) with what the delta already consumed is kept, the delta KV cache
+  is cropped to it and only the new suffix is fed. The prompt is never re-run.
+- `FullReencodeFeed`: the reference's way: re-run the delta on the whole re-encoded text without a cache.
+
+Batch layout of the incremental feed: every row owns the same number of cache *slots*; a slot mask marks which
+hold real tokens. New tokens are written right-aligned (rows feeding fewer tokens get masked pad slots in front),
+so every row's last logits sit in the last column and padding may sit in the middle of a row, which explicit
+position ids and the 2-D attention mask handle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+REPLACEMENT = "\ufffd"  # what decode() shows for an incomplete UTF-8 sequence
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask, both (B, T), from token lists of different lengths."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        if row:
+            ids[b, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[b, width - len(row):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Position of each slot among its row's real tokens, as HF's generate computes it; pads get 1."""
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def complete_text(text: str) -> str:
+    """Drop a trailing incomplete character: its bytes are not all generated yet, so don't show it to the delta."""
+    return text.rstrip(REPLACEMENT)
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+@torch.no_grad()
+def _forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None):
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                 use_cache=cache is not None)
+
+
+class TokenFeed:
+    """Same vocabulary: the delta consumes exactly the user's tokens, with its own KV cache."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.cache = None
+        self.mask = None
+
+    def start(self, user_ids: torch.Tensor, user_mask: torch.Tensor, prompt_texts: list[str]) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache(config=self.model.config)
+        self.mask = user_mask.to(self.model.device)
+        out = _forward(self.model, user_ids.to(self.model.device), self.mask, position_ids(self.mask), self.cache)
+        return out.logits[:, -1].float()  # (B, V_delta)
+
+    def step(self, new_tokens: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=-1)
+        positions = self.mask.sum(-1, keepdim=True) - 1  # (B, 1)
+        out = _forward(self.model, new_tokens.to(self.model.device)[:, None], self.mask, positions, self.cache)
+        return out.logits[:, -1].float()
+
+
+class _TextFeed:
+    """Shared by the re-encoding feeds: turns prompt text + generated text into delta token lists."""
+
+    def __init__(self, model: Any, tokenizer: Any, add_special_tokens: bool = True):
+        self.model, self.tokenizer = model, tokenizer
+        self.add_special_tokens = add_special_tokens
+        self.pad_id = _pad_id(tokenizer)
+        self.prompts: list[str] = []
+
+    def encode(self, generated: list[str]) -> list[list[int]]:
+        texts = [p + complete_text(g) for p, g in zip(self.prompts, generated)]
+        return self.tokenizer(texts, add_special_tokens=self.add_special_tokens).input_ids
+
+
+class FullReencodeFeed(_TextFeed):
+    """The reference's sync: re-encode the whole text and re-run the delta on it at every step, no cache."""
+
+    def _run(self, generated: list[str]) -> torch.Tensor:
+        ids, mask = left_pad(self.encode(generated), self.pad_id, self.model.device)
+        return _forward(self.model, ids, mask, position_ids(mask)).logits[:, -1].float()  # (B, V_delta)
+
+    def start(self, user_ids: torch.Tensor, user_mask: torch.Tensor, prompt_texts: list[str]) -> torch.Tensor:
+        self.prompts = list(prompt_texts)
+        return self._run([""] * len(self.prompts))
+
+    def step(self, new_tokens: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        return self._run(texts)
+
+
+class ReencodeFeed(_TextFeed):
+    """Incremental cross-vocabulary sync: re-encode, keep the LCP, crop the delta cache, feed the suffix."""
+
+    def start(self, user_ids: torch.Tensor, user_mask: torch.Tensor, prompt_texts: list[str]) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        self.prompts = list(prompt_texts)
+        self.consumed = self.encode([""] * len(self.prompts))  # delta tokens each row has seen
+        ids, self.slots = left_pad(self.consumed, self.pad_id, self.model.device)  # (B, S) each
+        self.cache = DynamicCache(config=self.model.config)
+        self.last = _forward(self.model, ids, self.slots, position_ids(self.slots), self.cache).logits[:, -1].float()
+        return self.last
+
+    def _keep_slots(self, row: int, tokens: int) -> int:
+        """How many slots to keep so that row `row` keeps exactly its first `tokens` real tokens."""
+        if tokens == 0:
+            return 0
+        real = self.slots[row].nonzero().flatten()  # slot index of each real token
+        return int(real[tokens - 1]) + 1
+
+    def step(self, new_tokens: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        targets = self.encode(texts)
+        changed = [t != c for t, c in zip(targets, self.consumed)]
+        if not any(changed):
+            return self.last
+        # keep each changed row's LCP, but re-feed at least its last token: we need logits at the end
+        if not all(targets):
+            raise ValueError("a prompt encodes to no delta tokens; give a non-empty prompt")
+        keep = [self._keep_slots(b, min(common_prefix(t, c), len(t) - 1)) if ch else self.slots.shape[1]
+                for b, (t, c, ch) in enumerate(zip(targets, self.consumed, changed))]
+        width = min(keep)
+        self.cache.crop(width - self.cache.get_seq_length())  # negative: number of slots to drop
+        self.slots = self.slots[:, :width]
+        kept = self.slots.sum(-1).tolist()  # real tokens still cached per row
+        feeds = [t[k:] for t, k in zip(targets, kept)]  # unchanged rows feed only what the crop took
+        ids, new_mask = left_pad(feeds, self.pad_id, self.model.device)  # (B, L)
+        positions = (torch.tensor(kept, device=ids.device)[:, None] + new_mask.cumsum(-1) - 1).clamp_min(0)
+        mask = torch.cat([self.slots, new_mask], dim=-1)  # (B, width + L)
+        logits = _forward(self.model, ids, mask, positions, self.cache).logits[:, -1].float()  # (B, V_delta)
+        idle = torch.tensor([not f for f in feeds], device=logits.device)  # rows that fed only padding
+        self.last = torch.where(idle[:, None], self.last, logits)
+        self.slots, self.consumed = mask, targets
+        return self.last

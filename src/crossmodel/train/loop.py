@@ -1,0 +1,203 @@
+"""The training loop of a delta next to a frozen template (DESIGN.md §1), written out like torchtune's recipes:
+batch → template log-probs (no grad, cached) → delta → combine → loss → step → log → save.
+
+Everything the loop does is a function of (seed, step): the data order of an epoch comes from a generator seeded
+with (seed, epoch), so a run resumed from a checkpoint at step k replays exactly the batches an uninterrupted
+run would have seen after step k.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from crossmodel.io import atomic_write_bytes, atomic_write_json
+from crossmodel.train.checkpoint import load_checkpoint, save_checkpoint
+from crossmodel.train.chunked import Combined, combined_for_batch
+from crossmodel.train.config import TrainConfig
+from crossmodel.train.data import Batch, Encoded, collate
+from crossmodel.train.losses import get_loss
+from crossmodel.train.template_cache import TemplateCache
+
+CHECKPOINT_DIR = "checkpoint"
+CACHE_DIR = "template_cache"
+CURVE_PNG = "loss_curve.png"
+LOG_JSON = "train_log.json"
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: per-step losses, evaluations, and the final metrics."""
+
+    history: list[dict] = field(default_factory=list)  # {"step", "loss", "lr", "tokens"}
+    evals: list[dict] = field(default_factory=list)  # {"step", "<set>_nll", ...}
+    metrics: dict = field(default_factory=dict)
+
+
+def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
+    """LR multiplier: linear warm-up over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The shuffled example indices of every micro-batch of `epoch`, a pure function of (seed, epoch)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+class Side:
+    """One data set in the loop (training/forget or retain): examples, and its template cache if any."""
+
+    def __init__(self, name: str, encoded: list[Encoded], pad_id: int, cache: TemplateCache | None):
+        self.name, self.encoded, self.pad_id, self.cache = name, encoded, pad_id, cache
+
+    def batch(self, index: list[int]) -> Batch:
+        return collate([self.encoded[i] for i in index], index, self.pad_id)
+
+    def combined(self, template, delta, batch: Batch, cfg: TrainConfig, grad: bool = True) -> Combined:
+        rows = None
+        if self.cache is not None:
+            cached = self.cache.rows_for(batch.index)  # (N, V) in the cache dtype
+            rows = lambda s, e: cached[s:e]  # noqa: E731
+        return combined_for_batch(delta, batch.input_ids.to(cfg.device), batch.attention_mask.to(cfg.device),
+                                  batch.labels.to(cfg.device), rows, template, rule=cfg.rule, alpha=cfg.alpha,
+                                  chunk_size=cfg.chunk_size, use_checkpoint=grad)
+
+
+def _sides(template, data: list[Encoded], retain: list[Encoded] | None, cfg: TrainConfig, out: Path,
+           pad_id: int) -> tuple[Side, Side | None]:
+    def side(name, encoded):
+        cache = None
+        if cfg.cache:
+            cache = TemplateCache.build(template, encoded, out / CACHE_DIR / name, pad_id=pad_id,
+                                        batch_size=cfg.batch_size, dtype=cfg.cache_dtype)
+        return Side(name, encoded, pad_id, cache)
+
+    return side("data", data), (side("retain", retain) if retain else None)
+
+
+@torch.no_grad()
+def evaluate(template, delta, sides: list[Side], cfg: TrainConfig) -> dict[str, float]:
+    """Mean token NLL of the combined model on each side's whole set."""
+    was_training = delta.training
+    delta.eval()
+    result = {}
+    for side in sides:
+        total, count = 0.0, 0
+        for index in epoch_batches(len(side.encoded), cfg.batch_size, 0, 0):
+            logprob = side.combined(template, delta, side.batch(sorted(index)), cfg, grad=False).logprob()
+            total, count = total - float(logprob.sum()), count + logprob.numel()
+        result[f"{side.name}_nll"] = total / max(count, 1)
+    delta.train(was_training)
+    return result
+
+
+def plot_loss_curve(history: list[dict], evals: list[dict], path: Path) -> None:
+    """Training loss per step (and evaluated NLLs) as a PNG, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train loss", lw=1)
+    for key in sorted({k for e in evals for k in e if k != "step"}):
+        ax.plot([e["step"] for e in evals], [e[key] for e in evals], "o-", label=key)
+    ax.set_xlabel("optimizer step"), ax.set_ylabel("loss / NLL"), ax.legend(), ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _optimizer_step(template, delta, main: Side, retain: Side | None, micro: list[list[int]],
+                    retain_micro: list | None, cfg: TrainConfig, optimizer, scheduler) -> dict:
+    """Accumulate gradients over the micro-batches, clip, step; return the step's log entry."""
+    loss_fn, losses, tokens = get_loss(cfg.task), [], 0
+    for j, index in enumerate(micro):
+        batch = main.batch(index)
+        forget = main.combined(template, delta, batch, cfg)
+        other = retain.combined(template, delta, retain.batch(retain_micro[j]), cfg) if retain else None
+        loss = loss_fn(forget, other, beta=cfg.npo_beta)
+        (loss / len(micro)).backward()
+        losses.append(float(loss.detach()))
+        tokens += batch.tokens
+    if cfg.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(delta.parameters(), cfg.max_grad_norm)
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": sum(losses) / len(losses), "lr": lr, "tokens": tokens}
+
+
+def _step_batches(step: int, per_epoch: int, n: int, n_retain: int, cfg: TrainConfig):
+    """The micro-batches (and retain micro-batches) of optimizer step `step`."""
+    epoch, k = divmod(step, per_epoch)
+    micro = epoch_batches(n, cfg.batch_size, cfg.seed, epoch)[k * cfg.grad_accum:(k + 1) * cfg.grad_accum]
+    if not n_retain:
+        return micro, None
+    retain_batches = epoch_batches(n_retain, cfg.batch_size, cfg.seed + 1, epoch)
+    return micro, [retain_batches[(k * cfg.grad_accum + j) % len(retain_batches)] for j in range(len(micro))]
+
+
+def train(template: torch.nn.Module, delta: torch.nn.Module, data: list[Encoded], cfg: TrainConfig,
+          out: str | Path, *, pad_id: int, retain: list[Encoded] | None = None, resume: bool = False,
+          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train `delta` (in place) so that rule(template, delta) minimises `cfg.task` on `data` (and `retain`).
+
+    Writes `out/checkpoint/` every `cfg.save_every` steps, `out/template_cache/`, `out/loss_curve.png` and
+    `out/train_log.json`; `resume=True` continues from `out/checkpoint/`. `on_step(step, loss)` runs after
+    every optimizer step.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    get_loss(cfg.task)  # fail early on an unknown task
+    template.eval().requires_grad_(False)
+    delta.train()
+    main, side_retain = _sides(template, data, retain, cfg, out, pad_id)
+    sides = [s for s in (main, side_retain) if s is not None]
+    optimizer = torch.optim.AdamW(delta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    per_epoch = math.ceil(math.ceil(len(data) / cfg.batch_size) / cfg.grad_accum)
+    total = cfg.epochs * per_epoch
+    schedule = partial(cosine_with_warmup, warmup=round(cfg.warmup_ratio * total), total=total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    result, step = TrainResult(), 0
+    torch.manual_seed(cfg.seed)
+    if resume:
+        meta = load_checkpoint(out / CHECKPOINT_DIR, delta, optimizer, scheduler)
+        step, result.history, result.evals = meta["step"], meta["history"], meta["evals"]
+    bar = tqdm(total=total, initial=step, disable=not cfg.progress, desc=f"train {cfg.task}", unit="step")
+    while step < total:
+        started = time.perf_counter()
+        micro, retain_micro = _step_batches(step, per_epoch, len(data), len(retain or []), cfg)
+        entry = _optimizer_step(template, delta, main, side_retain, micro, retain_micro, cfg, optimizer, scheduler)
+        step += 1
+        result.history.append({"step": step, **entry})
+        bar.update(1)
+        bar.set_postfix(loss=f"{entry['loss']:.4f}", tok_s=f"{entry['tokens'] / (time.perf_counter() - started):.0f}")
+        if step == total or (cfg.eval_every and step % cfg.eval_every == 0):
+            result.evals.append({"step": step, **evaluate(template, delta, sides, cfg)})
+        if cfg.save_every and step % cfg.save_every == 0 and step < total:
+            save_checkpoint(out / CHECKPOINT_DIR, delta, optimizer, scheduler, {
+                "step": step, "history": result.history, "evals": result.evals, "config": cfg.to_dict()})
+        if on_step is not None:
+            on_step(step, entry["loss"])
+    bar.close()
+    result.metrics = {"final_loss": result.history[-1]["loss"] if result.history else None, "steps": total,
+                      **(result.evals[-1] if result.evals else {})}
+    atomic_write_json(out / LOG_JSON, {"history": result.history, "evals": result.evals, "metrics": result.metrics,
+                                       "config": cfg.to_dict()})
+    plot_loss_curve(result.history, result.evals, out / CURVE_PNG)
+    return result

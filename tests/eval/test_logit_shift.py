@@ -1,0 +1,65 @@
+"""Logit-shift similarity: hand-computed vectors, position alignment, vocab mapping, and real tiny models."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from crossmodel.eval.logit_shift import ShiftPair, _aligned, compare_shifts, model_logprobs, similarity
+
+
+def test_similarity_by_hand():
+    s = similarity(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([1.0, 0.5, 0.0]), k=1)
+    assert s["cosine"] == pytest.approx(1 / math.sqrt(1.25))
+    # centred: a = [2/3, -1/3, -1/3], b = [1/2, 0, -1/2] -> dot 1/2, norms sqrt(2/3) and sqrt(1/2)
+    assert s["pearson"] == pytest.approx(0.5 / math.sqrt(2 / 3 * 0.5))
+    assert s["topk_overlap"] == 1.0
+    assert similarity(torch.tensor([1.0, 2.0]), torch.tensor([-1.0, -2.0]), k=1)["cosine"] == pytest.approx(-1.0)
+
+
+def test_alignment_keeps_positions_that_read_the_same_text():
+    # A read "abc|de|fghi" (ends 3, 5, 9), B read "a|b|c|fghi"-style ends 1, 2, 3, 9; BOS ends at 0 in both
+    assert _aligned([0, 3, 5, 9], [0, 1, 2, 3, 9]) == [(0, 0), (1, 3), (3, 4)]
+
+
+def _scripted_pair(name, tokenizer, shift_of):
+    """A pair whose before-scores are zeros and whose shift at position t is shift_of(t)."""
+    def before(ids):
+        return torch.zeros(ids.shape[1], shift_of(0).numel())
+
+    def after(ids):
+        return torch.stack([shift_of(t) for t in range(ids.shape[1])])
+
+    return ShiftPair(name, tokenizer, before, after)
+
+
+def test_opposite_shifts_and_permuted_vocabulary(tok):
+    v = len(tok)
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(64, v, generator=g)
+    a = _scripted_pair("a", tok, lambda t: table[t])
+    b = _scripted_pair("b", tok, lambda t: -table[t])
+    out = compare_shifts(a, b, ["The capital of France is Paris."], progress=False)
+    assert out["summary"]["cosine"] == pytest.approx(-1.0)
+    assert out["summary"]["pearson"] == pytest.approx(-1.0)
+    # B's vocabulary is A's reversed: through the map the shifts are identical again
+    perm = torch.arange(v - 1, -1, -1)
+    b_perm = _scripted_pair("b", tok, lambda t: table[t][perm])
+    out = compare_shifts(a, b_perm, ["The capital of France is Paris."], token_map=SimpleNamespace(ids=perm),
+                         progress=False)
+    assert out["summary"]["cosine"] == pytest.approx(1.0) and out["summary"]["topk_overlap"] == 1.0
+    with pytest.raises(ValueError, match="token map"):
+        compare_shifts(a, _scripted_pair("c", tok, lambda t: table[t][:-1]), ["x"], progress=False)
+
+
+def test_real_tiny_models(tok, model_factory):
+    before, after = model_factory(tok, seed=0), model_factory(tok, seed=1)
+    pair = ShiftPair("tiny", tok, model_logprobs(before), model_logprobs(after))
+    texts = ["Who wrote the play Romeo and Juliet?", "The capital of Italy is Rome."]
+    same = compare_shifts(pair, pair, texts, k=5, progress=False)
+    assert same["summary"]["cosine"] == pytest.approx(1.0) and same["summary"]["topk_overlap"] == 1.0
+    assert same["summary"]["positions"] == sum(len(tok(t)["input_ids"]) for t in texts)
+    assert same["summary"]["control"]["cosine"] < 0.99  # the control really compares different positions
+    ex = same["example"]
+    assert len(ex["tokens"]) == 12 and len(ex["a"]) == 12 and ex["a"] == ex["b"]

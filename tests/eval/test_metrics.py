@@ -1,0 +1,55 @@
+"""TOFU aggregate metrics against values computed by hand."""
+
+import math
+
+import pytest
+
+from crossmodel.eval import metrics
+
+
+def test_mean_nll_and_probability():
+    assert metrics.mean_nll([-1.0, -3.0]) == 2.0
+    assert metrics.answer_probability(2.0) == pytest.approx(math.exp(-2))
+    with pytest.raises(ValueError, match="no tokens"):
+        metrics.mean_nll([])
+
+
+def test_normalized_probability_by_hand():
+    e = math.exp
+    assert metrics.normalized_probability(1.0, [2.0, 3.0]) == pytest.approx(e(-1) / (e(-1) + e(-2) + e(-3)))
+    # ties: the correct answer is exactly as likely as each of its 3 options -> 1/4
+    assert metrics.normalized_probability(2.0, [2.0, 2.0, 2.0]) == pytest.approx(0.25)
+    # huge NLLs would underflow exp(); the ratio must still be right
+    assert metrics.normalized_probability(1000.0, [1001.0]) == pytest.approx(1 / (1 + math.exp(-1)))
+
+
+def test_truth_ratio_by_hand():
+    # R = exp(NLL(paraphrase) - mean NLL(perturbed)) = exp(1 - 3)
+    assert metrics.truth_ratio(1.0, [2.0, 4.0]) == pytest.approx(math.exp(-2))
+    assert metrics.truth_ratio(2.0, [2.0, 2.0]) == 1.0  # tie: no preference
+    with pytest.raises(ValueError, match="perturbed"):
+        metrics.truth_ratio(1.0, [])
+
+
+def test_truth_ratio_score_forget_and_retain():
+    # forget: mean(min(R, 1/R)) = (0.5 + 0.5) / 2
+    assert metrics.truth_ratio_score([0.5, 2.0], forget=True) == pytest.approx(0.5)
+    # retain: mean(max(0, 1 - R)) = (0.5 + 0) / 2
+    assert metrics.truth_ratio_score([0.5, 2.0], forget=False) == pytest.approx(0.25)
+    assert metrics.truth_ratio_score([1.0], forget=True) == 1.0
+
+
+def test_harmonic_mean():
+    assert metrics.harmonic_mean([1.0, 2.0, 4.0]) == pytest.approx(3 / (1 + 0.5 + 0.25))
+    assert metrics.harmonic_mean([0.0, 5.0]) == 0.0
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.harmonic_mean([-1.0, 1.0])
+
+
+def test_ks_forget_quality():
+    same = metrics.ks_forget_quality([0.5, 1.0, 2.0], [0.5, 1.0, 2.0])
+    assert same == {"forget_quality": 1.0, "ks_statistic": 0.0}
+    apart = metrics.ks_forget_quality([0.1, 0.2, 0.3, 0.4], [5.0, 6.0, 7.0, 8.0])
+    assert apart["ks_statistic"] == 1.0
+    # exact two-sided p for n = m = 4 and D = 1: 2 / C(8, 4)
+    assert apart["forget_quality"] == pytest.approx(2 / 70)

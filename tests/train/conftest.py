@@ -1,0 +1,69 @@
+"""Tiny fixtures for the train stage: a byte-level BPE tokenizer trained on generated facts, and random-weight
+Llama models built with `from_config` (template and delta share the tokenizer's vocabulary)."""
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from crossmodel.train.facts import generate_facts
+
+SPECIALS = ["<pad>", "<eos>"]
+
+
+def make_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    text = [r["question"] + " " + r["answer"] for r in generate_facts(20, seed=123)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(text, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def make_llama(vocab_size: int, hidden: int = 32, layers: int = 2, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=1)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture
+def template(tokenizer):
+    model = make_llama(len(tokenizer), hidden=48, layers=2, seed=1)
+    model.requires_grad_(False)
+    return model
+
+
+@pytest.fixture
+def delta(tokenizer):
+    return make_llama(len(tokenizer), hidden=32, layers=2, seed=2).train()
+
+
+def _naive_stats(template, delta, batch, rule="basenormalize", alpha=1.0):
+    """Reference: full [B, T, V] logits of both models from their own forward, combined with `combine`, then
+    (target log-prob, KL(template || combined), template target log-prob, sequence id) at the loss positions."""
+    from crossmodel.steer.combine import combine
+    from crossmodel.train.templates import IGNORE_INDEX
+
+    zt = template(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    zd = delta(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    logp = torch.log_softmax(combine(zt, zd, rule, alpha), -1)[:, :-1]  # (B, T-1, V)
+    lt = torch.log_softmax(zt.float(), -1)[:, :-1]
+    mask = batch.labels[:, 1:] != IGNORE_INDEX
+    y = batch.labels[:, 1:][mask][:, None]
+    seq = mask.nonzero(as_tuple=True)[0]
+    return (logp[mask].gather(-1, y)[:, 0], (lt[mask].exp() * (lt[mask] - logp[mask])).sum(-1),
+            lt[mask].gather(-1, y)[:, 0], seq)
+
+
+@pytest.fixture
+def naive_stats():
+    return _naive_stats

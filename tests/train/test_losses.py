@@ -1,0 +1,67 @@
+"""Each loss equals its formula written out on the naive full-logits combined model."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossmodel.train.chunked import combined_for_batch
+from crossmodel.train.data import Example, collate, encode_examples
+from crossmodel.train.facts import generate_facts
+from crossmodel.train.losses import LOSSES, get_loss
+from crossmodel.train.templates import PLAIN_CHAT_TEMPLATE
+
+
+def batch_of(tokenizer, records):
+    exs = [Example([{"role": "user", "content": r["question"]}], r["answer"]) for r in records]
+    return collate(encode_examples(exs, tokenizer, PLAIN_CHAT_TEMPLATE, 96), list(range(len(exs))),
+                   tokenizer.pad_token_id)
+
+
+def seq_sum(values, seq, n):
+    return torch.zeros(n).index_add(0, seq, values)
+
+
+@pytest.fixture
+def batches(tokenizer):
+    records = generate_facts(2, seed=9)
+    return batch_of(tokenizer, records[:3]), batch_of(tokenizer, records[5:9])
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_loss_matches_formula(name, template, delta, batches, naive_stats):
+    forget, retain = batches
+    c_f = combined_for_batch(delta, forget.input_ids, forget.attention_mask, forget.labels, template=template,
+                             chunk_size=7)
+    c_r = combined_for_batch(delta, retain.input_ids, retain.attention_mask, retain.labels, template=template)
+    got = get_loss(name)(c_f, c_r, beta=0.3)
+    lp_f, _, tlp_f, seq_f = naive_stats(template, delta, forget)
+    lp_r, kl_r, _, _ = naive_stats(template, delta, retain)
+    ratio = seq_sum(lp_f, seq_f, 3) - seq_sum(tlp_f, seq_f, 3)
+    want = {"sft": -lp_f.mean(), "grad_ascent": lp_f.mean(), "grad_diff": lp_f.mean() - lp_r.mean(),
+            "kl": lp_f.mean() + kl_r.mean(), "idk": -lp_f.mean() - lp_r.mean(),
+            "npo": -(2 / 0.3) * F.logsigmoid(-0.3 * ratio).mean() - lp_r.mean()}[name]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    got.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in delta.parameters())
+
+
+def test_npo_is_log2_scaled_at_the_reference(template, tokenizer, batches):
+    """With the delta's logits constant, the combined model is the template: NPO = (2/beta) log 2."""
+    forget, _ = batches
+    delta = type(template)(template.config).eval()  # all-zero weights: delta logits are 0
+    with torch.no_grad():
+        for p in delta.parameters():
+            p.zero_()
+    c = combined_for_batch(delta, forget.input_ids, forget.attention_mask, forget.labels, template=template)
+    torch.testing.assert_close(get_loss("npo")(c, None, beta=0.1), torch.tensor(20 * 0.6931472), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_unknown_task_and_missing_retain(template, delta, batches):
+    forget, _ = batches
+    c = combined_for_batch(delta, forget.input_ids, forget.attention_mask, forget.labels, template=template)
+    with pytest.raises(ValueError, match="unknown task 'dpo'.*grad_diff"):
+        get_loss("dpo")
+    for name in ("grad_diff", "kl"):
+        with pytest.raises(ValueError, match="--retain"):
+            get_loss(name)(c, None)

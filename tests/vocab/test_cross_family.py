@@ -1,0 +1,69 @@
+"""`normalized` mode: maps compare the bytes tokens stand for; special tokens only map to special tokens."""
+
+import pytest
+from vocab_fixtures import byte_level_vocab, sentencepiece_vocab
+
+from crossmodel.vocab import Family, TokenMap, Vocabulary, token_bytes
+
+
+def mapped_pairs(tmap, user, delta):
+    return {user.tokens[u]: delta.tokens[d] for u, d in enumerate(tmap.ids.tolist()) if d >= 0}
+
+
+def assert_cross_family_invariants(tmap, user, delta):
+    ids = tmap.ids.tolist()
+    for u, tok in enumerate(user.tokens):
+        if u in user.special_ids or u in user.added:
+            continue
+        form = token_bytes(tok, user.family)
+        if len(form) == 1:  # every single-byte token maps to the token of the same byte
+            assert ids[u] >= 0, tok
+            assert token_bytes(delta.tokens[ids[u]], delta.family) == form, (tok, delta.tokens[ids[u]])
+    for u in user.special_ids:  # no special token maps to an ordinary text token
+        assert ids[u] < 0 or ids[u] in delta.special_ids or ids[u] in delta.added
+
+
+@pytest.mark.parametrize("direction", ["sp->bl", "bl->sp"])
+def test_single_bytes_specials_and_markers_map_across_families(sp_vocab, bl_vocab, direction):
+    user, delta = (sp_vocab, bl_vocab) if direction == "sp->bl" else (bl_vocab, sp_vocab)
+    tmap = TokenMap.build(user, delta, mode="normalized")
+    assert_cross_family_invariants(tmap, user, delta)
+    pairs = mapped_pairs(tmap, user, delta)
+    if direction == "sp->bl":
+        assert pairs["▁"] == "Ġ" and pairs["<0x0A>"] == "Ċ" and pairs["▁the"] == "Ġthe" and pairs["▁▁"] == "ĠĠ"
+        assert pairs["<s>"] == "<|endoftext|>" and pairs["</s>"] == "<|endoftext|>"  # bos / eos by role
+        assert "<unk>" not in pairs  # the byte-level side has no unk
+    else:
+        assert pairs["Ġ"] == "▁" and pairs["Ċ"] == "<0x0A>" and pairs["Ġthe"] == "▁the"
+        assert pairs["ĊĊ"] == "<0x0A>"  # nearest prefix on bytes
+
+
+def test_a_regular_piece_beats_a_byte_token_on_collisions(sp_vocab, bl_vocab):
+    pairs = mapped_pairs(TokenMap.build(bl_vocab, sp_vocab, mode="normalized"), bl_vocab, sp_vocab)
+    assert pairs["a"] == "a" and pairs["b"] == "b"  # not <0x61> / <0x62>
+    assert pairs["d"] == "<0x64>"  # no regular "d": the byte token
+
+
+def test_special_tokens_match_by_exact_content_when_no_role():
+    user = Vocabulary.from_tokens(["<tool>", "x", "<pad>"], Family.OTHER, special_ids={0, 2})
+    delta = Vocabulary.from_tokens(["x", "<tool>", "<tool>x"], Family.OTHER, special_ids={1})
+    assert TokenMap.build(user, delta, mode="normalized").ids.tolist() == [1, 0, -1]
+
+
+def test_added_non_special_tokens_match_only_their_exact_bytes():
+    user = Vocabulary.from_tokens(["<unused0>", "\n", "a"], Family.OTHER, added={0: "<unused0>", 1: "\n"})
+    delta = byte_level_vocab()
+    pairs = mapped_pairs(TokenMap.build(user, delta, mode="normalized"), user, delta)
+    assert pairs == {"\n": "Ċ", "a": "a"}
+
+
+def test_fallback_for_tokens_without_prefix_candidates():
+    user = sentencepiece_vocab(extra=("▁q", "▁the"))
+    delta = Vocabulary.from_tokens(["<unk>", "▁", "q", "▁the"], Family.SENTENCEPIECE, special={"unk": 0},
+                                   special_ids={0})
+    row = user.tokens.index("▁q")
+    assert TokenMap.build(user, delta, mode="normalized").ids[row] == -1  # bare space is no candidate
+    assert TokenMap.build(user, delta, mode="normalized", fallback="first_byte").ids[row] == 1
+    assert TokenMap.build(user, delta, mode="normalized", fallback="unk").ids[row] == 0
+    with pytest.raises(ValueError, match="fallback"):
+        TokenMap.build(user, delta, mode="normalized", fallback="nearest")
