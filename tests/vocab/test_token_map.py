@@ -99,3 +99,12 @@ def test_reference_triple_round_trip(tmp_path, small_map):
         import_reference(tmp_path / "ref" / "u2d", user, Vocabulary.from_tokens(["a", "c", "x"], Family.OTHER))
     with pytest.raises(FileNotFoundError, match="PREFIX"):
         import_reference(tmp_path / "ref" / "missing", user, delta)
+
+
+def test_gather_keeps_dtype_and_passes_gradients(small_map):
+    tmap = small_map[2]
+    z = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    out = tmap.gather(z, fill=float("-inf"))
+    assert out.dtype == torch.float64 and torch.isinf(out[:, 1]).all()
+    out[:, [0, 2]].sum().backward()
+    assert z.grad[:, :2].eq(1).all() and z.grad[:, 2].eq(0).all()  # delta rows 1 and 0 feed user rows 0 and 2

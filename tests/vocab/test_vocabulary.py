@@ -100,3 +100,18 @@ def test_missing_file_unknown_format_and_broken_files(tmp_path):
         load_vocabulary(tmp_path / "empty")
     with pytest.raises(TypeError):
         load_vocabulary(42)
+
+
+def test_truncated_gguf_and_gguf_without_tokenizer(tmp_path):
+    write_gguf(tmp_path / "v.gguf")
+    data = (tmp_path / "v.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[:60])
+    with pytest.raises(ValueError, match="not a readable GGUF"):
+        load_vocabulary(tmp_path / "cut.gguf")
+    writer = gguf.GGUFWriter(str(tmp_path / "none.gguf"), "llama")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match="holds no tokenizer"):
+        load_vocabulary(tmp_path / "none.gguf")

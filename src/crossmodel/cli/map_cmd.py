@@ -16,11 +16,12 @@ def _print_report(report, out: Path) -> None:
         table.add_column(col, justify="right")
     table.add_row(*(str(cov[k]) for k in ("rows", "exact", "prefix", "unmapped", "padding_rows")),
                   f"{report.load_seconds:.2f}", f"{report.build_seconds:.3f}")
-    console.print(f"user:  {report.user}\ndelta: {report.delta}", table)
+    console.print(f"user:  {report.user}\ndelta: {report.delta}", markup=False)
+    console.print(table)
     if "distance_histogram" in cov:
         hist = "  ".join(f"{d}:{n}" for d, n in sorted(cov["distance_histogram"].items(), key=lambda x: int(x[0])))
         console.print(f"distance histogram (prefix matches): {hist}")
-    console.print("unmapped examples: " + ", ".join(f"{i} {t!r}" for i, t in report.unmapped_examples))
+    console.print("unmapped examples: " + ", ".join(f"{i} {t!r}" for i, t in report.unmapped_examples), markup=False)
 
 
 @app.command("map")

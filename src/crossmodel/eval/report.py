@@ -22,9 +22,9 @@ def flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a summary as "a/b" keys (per-split TOFU numbers become "forget/probability")."""
     flat: dict[str, float] = {}
     for key, value in summary.items():
-        name = f"{prefix}{key}"
+        name = prefix if key == "splits" else f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}/"))
+            flat.update(flatten(value, f"{name}/" if name else ""))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[name] = float(value)
     return flat

@@ -2,7 +2,7 @@
 
 from crossmodel.models.gguf import convert_gguf, load_gguf
 from crossmodel.models.load import LoadedModel, Source, load_model, load_tokenizer, resolve
-from crossmodel.models.pull import fetch_gguf, is_pulled, pull, verify_dir
+from crossmodel.models.fetch import fetch_gguf, is_pulled, pull, verify_dir
 from crossmodel.models.text import chat_prompt, generate_text
 from crossmodel.models.zoo import ZOO, Part, ZooEntry, zoo_dir, zoo_entry
 

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from crossmodel.models import gguf as gguf_io
-from crossmodel.models.pull import pull
+from crossmodel.models.fetch import pull
 from crossmodel.models.zoo import ZOO
 from crossmodel.vocab import load_vocabulary
 
@@ -91,7 +91,7 @@ def load_tokenizer(spec: str | Path) -> tuple[PreTrainedTokenizerBase, str]:
     """
     source, where = resolve(spec)
     if source is Source.ZOO:
-        source, where = Source.HF_DIR, pull(str(where))
+        source, where = Source.HF_DIR, pull(str(where), verify=False)
     tokenizer = _tokenizer_at(source, where)
     return tokenizer, load_vocabulary(tokenizer).fingerprint
 
@@ -101,12 +101,13 @@ def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32, device: 
     """Load the causal LM named by `spec` (zoo name | HF dir | GGUF file | hub id) in eval mode.
 
     Zoo models are pulled (downloaded, verified, converted) on first use and then load from the cache in
-    about a second; a GGUF file is dequantized on every load (slow: prefer `crossmodel zoo pull`).
+    about a second (a reload checks file presence and sizes; `crossmodel zoo pull NAME` re-checks every sha256).
+    A GGUF file is dequantized on every load (slow: prefer the zoo's converted directories).
     """
     source, where = resolve(spec)
     name = str(spec)
     if source is Source.ZOO:
-        source, where = Source.HF_DIR, pull(str(where))
+        source, where = Source.HF_DIR, pull(str(where), verify=False)
     if source is Source.GGUF:
         model, tokenizer = gguf_io.load_gguf(where, dtype=dtype)
     elif source is Source.HUB:

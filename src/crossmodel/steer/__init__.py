@@ -4,9 +4,9 @@ from crossmodel.steer.combine import COMBINE_RULES, combine, get_rule
 from crossmodel.steer.delta import CONFIG_NAME, DeltaConfig, DeltaModel, low_rank_embeddings, vocab_fingerprint
 from crossmodel.steer.generate import DeltaSlot, combine_all, steered_tokens, token_picker
 from crossmodel.steer.processor import CMCLogitsProcessor
-from crossmodel.steer.steered import SteerConfig, Steered, steer
+from crossmodel.steer.steered import SteerConfig, Steered, delta_entries, steer
 from crossmodel.steer.sync import FullReencodeFeed, ReencodeFeed, TokenFeed
 
 __all__ = ["CMCLogitsProcessor", "COMBINE_RULES", "CONFIG_NAME", "DeltaConfig", "DeltaModel", "DeltaSlot",
-           "FullReencodeFeed", "ReencodeFeed", "SteerConfig", "Steered", "TokenFeed", "combine", "combine_all",
+           "FullReencodeFeed", "ReencodeFeed", "SteerConfig", "Steered", "TokenFeed", "combine", "combine_all", "delta_entries",
            "get_rule", "low_rank_embeddings", "steer", "steered_tokens", "token_picker", "vocab_fingerprint"]

@@ -67,13 +67,14 @@ def _context(model: Any) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
 
 
-def chat_text(tokenizer: Any, prompt: str, chat_template: str | None, who: str) -> str:
-    """`prompt` as one user turn through `chat_template` (or the tokenizer's own), ending with the assistant cue."""
+def chat_text(tokenizer: Any, prompt: str | list[dict], chat_template: str | None, who: str) -> str:
+    """`prompt` (one user turn, or a list of {role, content} messages) through `chat_template` (or the
+    tokenizer's own), ending with the assistant cue."""
     template = chat_template or getattr(tokenizer, "chat_template", None)
     if not template:
         raise ValueError(f"the {who} tokenizer has no chat template (a base model?); use chat=False / no --chat")
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], chat_template=template,
-                                         tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
 
 
 class Steered:
@@ -94,8 +95,10 @@ class Steered:
 
     def delta_prompt_texts(self, prompts: Sequence[str], chat: bool) -> list[list[str]]:
         """Per delta, the prompt strings it reads (its training chat template when `chat`)."""
-        return [[chat_text(s.tokenizer, p, s.chat_template, s.name) if chat else p for p in prompts]
-                for s in self.slots]
+        # a delta without a training template of its own reads the user's format
+        user_template = self.chat_template or getattr(self.tokenizer, "chat_template", None)
+        return [[chat_text(s.tokenizer, p, s.chat_template or getattr(s.tokenizer, "chat_template", None)
+                           or user_template, s.name) if chat else p for p in prompts] for s in self.slots]
 
     def encode(self, prompts: Sequence[str], chat: bool = False, max_new_tokens: int = 0):
         """Left-padded user inputs {input_ids, attention_mask} for `prompts`; checks both models' contexts."""
@@ -159,10 +162,12 @@ class Steered:
             pass
         return [_cut(t, stop) for t in self.text(generated)]
 
-    def stream(self, prompt: str, max_new_tokens: int = 128, *, do_sample: bool = False, temperature: float = 1.0,
+    def stream(self, prompt: str | list[dict], max_new_tokens: int = 128, *, do_sample: bool = False, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, stop: Iterable[str] = (), chat: bool = False,
                seed: int = 0) -> Iterator[str]:
-        """Yield the text of one prompt piece by piece as it is generated (joined = `generate([prompt])[0]`)."""
+        """Yield the text of one prompt piece by piece as it is generated (joined = `generate([prompt])[0]`).
+
+        With chat=True the prompt may be a whole conversation: a list of {"role", "content"} messages."""
         stop = tuple(stop)
         hold = max((len(s) for s in stop), default=1) - 1  # keep back what could be the start of a stop string
         shown, text = 0, ""
@@ -197,6 +202,23 @@ class Steered:
         from crossmodel.steer.processor import CMCLogitsProcessor
 
         return CMCLogitsProcessor(self, prompts, chat=chat)
+
+
+def delta_entries(deltas: Sequence[str], alphas: Sequence[float] = (), maps: Sequence[str] = ()) -> list[tuple]:
+    """(delta dir, alpha | None, map dir | None) triples from parallel flag lists, as `steer` takes them.
+
+    `alphas`: none (each delta's default), one (for all) or one per delta; `maps`: none or one per delta,
+    "-" meaning the same vocabulary.
+    """
+    if len(alphas) not in (0, 1, len(deltas)):
+        raise ValueError(f"{len(alphas)} --alpha values for {len(deltas)} --delta flags: give none, one, or one "
+                         "per delta (in the same order)")
+    if len(maps) not in (0, len(deltas)):
+        raise ValueError(f"{len(maps)} --map values for {len(deltas)} --delta flags: give one per delta, "
+                         "'-' for a delta in the user's own vocabulary")
+    alpha_list = list(alphas) * len(deltas) if len(alphas) == 1 else list(alphas) or [None] * len(deltas)
+    map_list = [None if m in ("-", "") else m for m in maps] or [None] * len(deltas)
+    return list(zip(deltas, alpha_list, map_list))
 
 
 def _cut(text: str, stop: tuple[str, ...]) -> str:

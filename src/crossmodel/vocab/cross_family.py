@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from crossmodel.vocab.pmmined import first_ids, pm_mined
-from crossmodel.vocab.surface import is_byte_token, token_bytes
+from crossmodel.vocab.surface import is_byte_token, latin1_form
+from crossmodel.vocab.token_map import TokenMap
 from crossmodel.vocab.vocabulary import Vocabulary
 
 FALLBACKS = ("none", "first_byte", "unk")
@@ -34,8 +35,7 @@ def normalize(vocab: Vocabulary) -> Normalized:
     """Byte forms of every token (as latin-1 strings, so str operations act on bytes)."""
     forms: list[str | None] = []
     for i, tok in enumerate(vocab.tokens):
-        text = None if (i in vocab.special_ids or not tok) else token_bytes(tok, vocab.family).decode("latin-1")
-        forms.append(text)
+        forms.append(None if (i in vocab.special_ids or not tok) else latin1_form(tok, vocab.family))
     added_only = np.zeros(len(forms), dtype=bool)
     added_only[[i for i in vocab.added if i not in vocab.special_ids and i < len(forms)]] = True
     regular = [None if f is not None and is_byte_token(vocab.tokens[i], vocab.family) else f
@@ -97,10 +97,8 @@ def build_normalized_arrays(user: Vocabulary, delta: Vocabulary, fallback: str =
 
 
 def build_normalized_map(user: Vocabulary, delta: Vocabulary, *, user_rows: int | None = None,
-                         delta_rows: int | None = None, fallback: str = "none") -> "TokenMap":
+                         delta_rows: int | None = None, fallback: str = "none") -> TokenMap:
     """Cross-family map (mode "normalized"); `fallback` for tokens with no prefix candidate: none|first_byte|unk."""
-    from crossmodel.vocab.token_map import TokenMap
-
     ids, match, distance = build_normalized_arrays(user, delta, fallback)
     return TokenMap.from_arrays(user, delta, "normalized", ids, match, distance=distance, user_rows=user_rows,
                                 delta_rows=delta_rows, options={"fallback": fallback})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from crossmodel.vocab.cross_family import map_special, normalize
-from crossmodel.vocab.token_map import REDUCTIONS
+from crossmodel.vocab.token_map import REDUCTIONS, TokenMap
 from crossmodel.vocab.vocabulary import Vocabulary
 
 
@@ -64,10 +64,8 @@ def build_one_to_many_arrays(user: Vocabulary, delta: Vocabulary, max_pieces: in
 
 def build_one_to_many_map(user: Vocabulary, delta: Vocabulary, *, user_rows: int | None = None,
                           delta_rows: int | None = None, max_pieces: int = 4, decay: float = 0.5,
-                          reduce: str = "max") -> "TokenMap":
+                          reduce: str = "max") -> TokenMap:
     """One-to-many map (mode "one-to-many"); `reduce` (max|logsumexp|weighted_sum) is the default at gather time."""
-    from crossmodel.vocab.token_map import TokenMap
-
     if reduce not in REDUCTIONS:
         raise ValueError(f"unknown reduce {reduce!r}; choose one of {REDUCTIONS}")
     ids, match, csr = build_one_to_many_arrays(user, delta, max_pieces, decay)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crossmodel.vocab.token_map import TokenMap
 from crossmodel.vocab.vocabulary import Vocabulary
 
 SPACE_MARK = "▁"  # SentencePiece's space: the bare piece is only a candidate for all-space user tokens
@@ -108,15 +109,13 @@ def build_cmc_arrays(user: Vocabulary, delta: Vocabulary) -> tuple[np.ndarray, n
     if disagree:
         warnings.warn(f"cmc mode: {len(disagree)} special/`<…>` user tokens keep their id but the delta vocabulary "
                       f"holds something else there (e.g. id {disagree[0]}); the layouts differ — consider "
-                      "mode='normalized'", stacklevel=3)
+                      "mode='normalized'", stacklevel=4)
     return ids, match, distance
 
 
 def build_cmc_map(user: Vocabulary, delta: Vocabulary, *, user_rows: int | None = None,
-                  delta_rows: int | None = None) -> "TokenMap":
+                  delta_rows: int | None = None) -> TokenMap:
     """The reference CMC map (mode "cmc"): rows beyond the user tokenizer's base vocabulary stay unmapped."""
-    from crossmodel.vocab.token_map import TokenMap
-
     ids, match, distance = build_cmc_arrays(user, delta)
     return TokenMap.from_arrays(user, delta, "cmc", ids, match, distance=distance, user_rows=user_rows,
                                 delta_rows=delta_rows)

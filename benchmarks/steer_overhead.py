@@ -1,0 +1,102 @@
+"""Steering overhead, greedy decoding (issue 4 benchmark): plain `generate` vs steered, side by side.
+
+    .venv/bin/python benchmarks/steer_overhead.py [--new-tokens 128] [--repeats 2]
+
+Rows: SmolLM2-135M-Instruct plain vs steered by a ~10M delta in its own vocabulary (target <= 1.10x);
+Gemma-3-270m plain vs steered by the same SmolLM2-vocabulary delta through a PM-MinED token map, with the
+incremental re-encode + cache crop (target <= 1.25x) and with the reference's full re-encode without cache
+(incremental should be >= 3x faster); steered SmolLM2 at batch 8 vs batch 1 in tokens/s (target >= 4x).
+Times are per generated token (rows may stop at EOS at different lengths), best of `--repeats`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from crossmodel.models import load_model
+from crossmodel.steer import DeltaModel, steer
+from crossmodel.vocab import TokenMap
+
+PROMPTS = ["Write a short story about a lighthouse keeper who finds a message in a bottle.",
+           "Explain how a refrigerator works, step by step.", "Describe your ideal weekend in detail.",
+           "What are the main causes of the French Revolution?", "Give me a recipe for a vegetable soup.",
+           "Why is the sky blue? Explain it to a ten-year-old.", "Compare cats and dogs as pets.",
+           "Tell me about the history of the printing press."]
+
+
+def best_time(fn, repeats: int) -> tuple[float, int]:
+    """(seconds per generated token, tokens) of the fastest of `repeats` runs; fn() returns new-token ids."""
+    best = (float("inf"), 0)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ids = fn()
+        elapsed = time.perf_counter() - start
+        tokens = int((ids != -1).sum())
+        best = min(best, (elapsed / tokens, tokens))
+    return best
+
+
+def plain_fn(loaded, steered, prompts, n):
+    inputs = steered.encode(prompts)
+
+    def run():
+        with torch.no_grad():
+            out = loaded.model.generate(**inputs, max_new_tokens=n, do_sample=False, pad_token_id=steered.pad_id)
+        return _real_tokens(out[:, inputs["input_ids"].shape[1]:], steered)
+    return run
+
+
+def steered_fn(steered, prompts, n):
+    return lambda: _real_tokens(steered.generate_ids(prompts, n), steered)
+
+
+def _real_tokens(new_ids: torch.Tensor, steered) -> torch.Tensor:
+    """Mark padding after EOS as -1 so only generated tokens count."""
+    done = torch.isin(new_ids, torch.tensor(steered.eos_ids)).cumsum(-1)
+    after_eos = (done - torch.isin(new_ids, torch.tensor(steered.eos_ids)).long()) > 0
+    return new_ids.masked_fill(after_eos, -1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    n, r = args.new_tokens, args.repeats
+    smol, gemma = load_model("smollm2-135m-instruct"), load_model("gemma-3-270m")
+    delta = DeltaModel.create(vocabulary_of=smol, layers=4, d_model=160, heads=4, init_from="template", seed=0)
+    params = sum(p.numel() for p in delta.model.parameters()) / 1e6
+    token_map = TokenMap.build(gemma.tokenizer, smol.tokenizer, user_rows=gemma.model.get_output_embeddings().weight.shape[0],
+                               delta_rows=delta.rows)
+    rows = []
+    same = steer(smol, deltas=[(delta, 1.0, None)])
+    p1 = PROMPTS[:1]
+    t_plain, k_plain = best_time(plain_fn(smol, same, p1, n), r)
+    t_same, k_same = best_time(steered_fn(same, p1, n), r)
+    rows.append(("SmolLM2-135M plain generate, batch 1", t_plain, k_plain, "1.00x"))
+    rows.append((f"SmolLM2-135M + {params:.1f}M delta (same vocab)", t_same, k_same, f"{t_same / t_plain:.2f}x plain"))
+    cross = steer(gemma, deltas=[(delta, 1.0, token_map)])
+    full = steer(gemma, deltas=[(delta, 1.0, token_map)], sync="full")
+    g_plain, gk_plain = best_time(plain_fn(gemma, cross, p1, n), r)
+    g_inc, gk_inc = best_time(steered_fn(cross, p1, n), r)
+    g_full, gk_full = best_time(steered_fn(full, p1, n), 1)
+    rows.append(("Gemma-3-270m plain generate, batch 1", g_plain, gk_plain, "1.00x"))
+    rows.append(("Gemma-3-270m + SmolLM2-vocab delta, incremental", g_inc, gk_inc, f"{g_inc / g_plain:.2f}x plain"))
+    rows.append(("Gemma-3-270m + SmolLM2-vocab delta, full re-encode", g_full, gk_full,
+                 f"{g_full / g_plain:.2f}x plain, {g_full / g_inc:.1f}x incremental"))
+    b8, k8 = best_time(steered_fn(same, PROMPTS[:8], n), r)
+    rows.append(("SmolLM2-135M + delta, batch 8", b8, k8, f"{t_same / b8:.1f}x tokens/s of batch 1"))
+    print(f"greedy, {n} new tokens, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}")
+    print(f"| {'run':<52} | {'ms/token':>8} | {'tokens/s':>8} | {'tokens':>6} | ratio |")
+    print(f"|{'-' * 54}|{'-' * 10}|{'-' * 10}|{'-' * 8}|-------|")
+    for name, sec, tokens, ratio in rows:
+        print(f"| {name:<52} | {sec * 1e3:8.1f} | {1 / sec:8.1f} | {tokens:6d} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Transplant a delta into another vocabulary once, so it steers a user model without a runtime token map.
+
+In the spirit of Tik-to-Tok (Remy et al., 2023, "Tik-to-Tok: Translating Language Models One Token at a Time"):
+each row of the new input embedding and output head (one per token of the target vocabulary) is the weighted
+mean of the source rows that token maps to — the pieces of a one-to-many map with their weights, one row for a
+normalized / cmc map (exact matches are copied bit for bit). Target tokens the map leaves unmapped get the mean
+source row and are flagged in `crossmodel.json`. The transformer blocks are copied unchanged. The map itself is
+saved beside the model (`transplant_map/`), so every row's origin can be looked up.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crossmodel.steer.delta import DeltaModel, vocab_fingerprint
+
+MAP_DIR = "transplant_map"  # the target -> source TokenMap, saved inside the transplanted delta's directory
+ROW_UNMAPPED, ROW_EXACT, ROW_COMBINED = 0, 1, 2  # how each target row was made
+_CHUNK = 1 << 16  # map entries per gather chunk: bounds the temporary (chunk, d_model) tensor
+
+
+def _target(to: Any, rows: int | None) -> tuple[Any, int, str]:
+    """(HF tokenizer, logits rows, name) of a LoadedModel, an HF tokenizer, or a model spec string."""
+    from transformers import PreTrainedTokenizerBase
+
+    if isinstance(to, PreTrainedTokenizerBase):
+        return to, rows or len(to), str(getattr(to, "name_or_path", "") or "tokenizer")
+    if hasattr(to, "model") and hasattr(to, "tokenizer"):  # a LoadedModel
+        width = to.model.get_output_embeddings().weight.shape[0]
+        return to.tokenizer, rows or width, str(getattr(to, "name", "") or "model")
+    if not isinstance(to, (str, Path)):
+        raise ValueError(f"--to must be a model spec (zoo name, HF dir, GGUF file, hub id), a LoadedModel or an HF "
+                         f"tokenizer; got {type(to).__name__}")
+    from crossmodel.models import load_tokenizer, resolve
+
+    tokenizer, _ = load_tokenizer(to)
+    return tokenizer, rows or _config_rows(resolve(to), tokenizer), str(to)
+
+
+def _config_rows(resolved: tuple[Any, Any], tokenizer: Any) -> int:
+    """The target model's logits width from its config.json (it may exceed the tokenizer: padded matrices)."""
+    import json
+
+    from crossmodel.models import Source, zoo_dir
+
+    source, where = resolved
+    folder = zoo_dir(str(where)) if source is Source.ZOO else Path(where) if source is Source.HF_DIR else None
+    if folder is not None and (folder / "config.json").is_file():
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        width = raw.get("vocab_size") or raw.get("text_config", {}).get("vocab_size")
+        if width:
+            return int(width)
+    return len(tokenizer)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the model's named tensors (sorted names, shapes, raw bytes): identifies a delta's weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _entries(token_map: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(target row, source row, weight) of every map entry; weights normalised to sum 1 per target row."""
+    if token_map.indptr is not None:
+        counts = token_map.indptr[1:] - token_map.indptr[:-1]
+        rows = torch.repeat_interleave(torch.arange(token_map.user_rows), counts)
+        cols, weights = token_map.indices.long(), token_map.weights.double()
+    else:
+        rows = (token_map.ids >= 0).nonzero().flatten()
+        cols, weights = token_map.ids[rows], torch.ones(len(rows), dtype=torch.float64)
+    totals = torch.zeros(token_map.user_rows, dtype=torch.float64).index_add_(0, rows, weights)
+    return rows, cols, (weights / totals[rows].clamp_min(1e-30)).float()
+
+
+def transplant_weights(matrix: torch.Tensor, token_map: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source rows (V_source, ...) -> target rows (token_map.user_rows, ...) and each row's origin (uint8).
+
+    Target row i = sum_k w_k * matrix[source_k] over the map's entries for i (weights normalised to 1); rows
+    whose map entry is an exact match are copied; rows without any entry get the mean source row. Origins:
+    ROW_EXACT, ROW_COMBINED, ROW_UNMAPPED.
+    """
+    if matrix.shape[0] != token_map.delta_rows:
+        raise ValueError(f"the source matrix has {matrix.shape[0]} rows but the token map was built for "
+                         f"delta_rows={token_map.delta_rows}; rebuild the map against this delta's logits width")
+    source = matrix.detach().float()
+    rows, cols, weights = _entries(token_map)
+    out = torch.zeros((token_map.user_rows, *source.shape[1:]), dtype=torch.float32)
+    for start in range(0, len(rows), _CHUNK):  # chunks keep the (nnz, d_model) product small
+        part = slice(start, start + _CHUNK)
+        scale = weights[part].reshape(-1, *([1] * (source.dim() - 1)))
+        out.index_add_(0, rows[part], source[cols[part]] * scale)  # (chunk, d_model) summed into target rows
+    has_entry = torch.zeros(token_map.user_rows, dtype=torch.bool)
+    has_entry[rows] = True
+    exact = (token_map.match == 1) & (token_map.ids >= 0)
+    if token_map.indptr is not None:  # an exact one-to-many row holds a single piece
+        exact &= (token_map.indptr[1:] - token_map.indptr[:-1]) == 1
+    out[exact] = source[token_map.ids[exact]]  # copied bit for bit, no arithmetic
+    out[~has_entry] = source.mean(dim=0)  # unmapped: the mean row (flagged)
+    origin = torch.full((token_map.user_rows,), ROW_COMBINED, dtype=torch.uint8)
+    origin[exact], origin[~has_entry] = ROW_EXACT, ROW_UNMAPPED
+    return out.to(matrix.dtype), origin
+
+
+def _vocab_param_names(model: torch.nn.Module) -> set[str]:
+    """Every state-dict name of the input embedding and the output head (tied names included)."""
+    vocab_tensors = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    bias = getattr(model.get_output_embeddings(), "bias", None)
+    if bias is not None:
+        vocab_tensors.add(id(bias))
+    return {n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in vocab_tensors}
+
+
+def _rebuilt(model: torch.nn.Module, rows: int, tokenizer: Any) -> torch.nn.Module:
+    """A model of the same class and blocks with a `rows`-wide vocabulary; embeddings/head left to fill."""
+    config = copy.deepcopy(model.config)
+    if not hasattr(config, "vocab_size"):
+        raise ValueError(f"{type(model).__name__}'s config has no vocab_size; transplant supports decoder-only "
+                         "causal LMs such as the Llama-style deltas DeltaModel.create builds")
+    config.vocab_size = rows
+    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    dtype = next(model.parameters()).dtype
+    new = type(model)(config).to(dtype).eval()
+    skip = _vocab_param_names(model)
+    kept = {k: v for k, v in model.state_dict().items() if k not in skip}
+    missing, unexpected = new.load_state_dict(kept, strict=False)
+    if unexpected or set(missing) - _vocab_param_names(new):
+        raise RuntimeError(f"copying the transformer blocks failed: missing {sorted(missing)[:5]}, unexpected "
+                           f"{sorted(unexpected)[:5]}; the delta architecture is not supported by transplant")
+    return new.to(next(model.parameters()).device)
+
+
+def _check_map(token_map: Any, tokenizer: Any, delta: DeltaModel, rows: int) -> None:
+    token_map.verify(user=tokenizer, delta=delta.tokenizer)
+    if token_map.user_rows != rows or token_map.delta_rows != delta.rows:
+        raise ValueError(f"the token map is for widths target={token_map.user_rows}, source={token_map.delta_rows} "
+                         f"but transplant needs target={rows}, source={delta.rows}; rebuild it with `crossmodel map "
+                         f"--user TARGET --delta DELTA_DIR --user-rows {rows} --delta-rows {delta.rows}`")
+
+
+def build_transplant_map(delta: DeltaModel, tokenizer: Any, rows: int, mode: str = "one-to-many",
+                         **options: Any) -> Any:
+    """The target -> source TokenMap: the identity for the delta's own vocabulary, else `TokenMap.build`."""
+    from crossmodel.vocab import TokenMap
+
+    if vocab_fingerprint(tokenizer) == vocab_fingerprint(delta.tokenizer):
+        return TokenMap.identity(tokenizer, rows=rows, delta_rows=delta.rows)
+    return TokenMap.build(tokenizer, delta.tokenizer, mode=mode, user_rows=rows, delta_rows=delta.rows, **options)
+
+
+def transplant(delta: DeltaModel | str | Path, to: Any, *, mode: str = "one-to-many", token_map: Any = None,
+               rows: int | None = None, **map_options: Any) -> tuple[DeltaModel, Any]:
+    """A new DeltaModel in the vocabulary of `to` (model spec, LoadedModel or HF tokenizer), and its map.
+
+    `token_map` (target -> source, e.g. from `crossmodel map --user TARGET --delta DELTA`) replaces building one
+    with `mode` and `map_options`. `rows` overrides the target logits width (default: the target model's).
+    Blocks are shared by value (copied); the source delta is left untouched.
+    """
+    source_path = Path(delta) if isinstance(delta, (str, Path)) else delta.path
+    delta = DeltaModel.load(delta) if isinstance(delta, (str, Path)) else delta
+    tokenizer, rows, target_name = _target(to, rows)
+    if token_map is None:
+        token_map = build_transplant_map(delta, tokenizer, rows, mode, **map_options)
+    _check_map(token_map, tokenizer, delta, rows)
+    model = _rebuilt(delta.model, rows, tokenizer)
+    embed, origin = transplant_weights(delta.model.get_input_embeddings().weight, token_map)
+    source_head, head = delta.model.get_output_embeddings(), model.get_output_embeddings()
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(embed)
+        if head.weight is not model.get_input_embeddings().weight:  # untied: the head is transplanted on its own
+            head.weight.copy_(transplant_weights(source_head.weight, token_map)[0])
+        if getattr(source_head, "bias", None) is not None:
+            head.bias.copy_(transplant_weights(source_head.bias, token_map)[0])
+    record = {"kind": "transplant", "source": str(source_path or ""), "source_weights_sha256": weights_digest(
+              delta.model), "source_vocab_fingerprint": delta.config.vocab_fingerprint or vocab_fingerprint(
+              delta.tokenizer), "source_rows": delta.rows, "target": target_name, "target_rows": rows,
+              "map": {"dir": MAP_DIR, "mode": token_map.mode, "options": token_map.options},
+              "rows": {"exact": int((origin == ROW_EXACT).sum()), "combined": int((origin == ROW_COMBINED).sum()),
+                       "unmapped_mean": int((origin == ROW_UNMAPPED).sum())}}
+    arch = {**delta.config.architecture, "vocab_rows": rows, "parameters": sum(p.numel() for p in model.parameters())}
+    config = dataclasses.replace(delta.config, vocab_fingerprint=vocab_fingerprint(tokenizer), architecture=arch)
+    return DeltaModel(model=model, tokenizer=tokenizer, config=with_provenance(config, record)), token_map
+
+
+def with_provenance(config: Any, record: dict[str, Any]) -> Any:
+    """`config` with `record` as its provenance (DeltaConfig.provenance; until steer adds that field, the
+    record goes under data["transplant"])."""
+    if "provenance" in {f.name for f in dataclasses.fields(config)}:
+        return dataclasses.replace(config, provenance=record)
+    return dataclasses.replace(config, data={**config.data, "transplant": record})
+
+
+def provenance(config: Any) -> dict[str, Any]:
+    """The transplant record of a DeltaConfig ({} for a delta that was not transplanted)."""
+    return dict(getattr(config, "provenance", None) or config.data.get("transplant", {}))
+
+
+def save_transplant(delta: DeltaModel, token_map: Any, directory: str | Path) -> Path:
+    """Save the transplanted delta (HF dir + crossmodel.json) and its map under `directory`/transplant_map."""
+    directory = delta.save(directory)
+    token_map.save(directory / MAP_DIR)
+    return directory

@@ -1,0 +1,55 @@
+"""`crossmodel zoo ...` and the plain `crossmodel generate` on a tiny local model."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from crossmodel.cli import app
+from crossmodel.models import ZOO, generate_text, load_model
+
+runner = CliRunner()
+
+
+def test_zoo_list_shows_every_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSMODEL_HOME", str(tmp_path))
+    result = runner.invoke(app, ["zoo", "list"])
+    assert result.exit_code == 0, result.output
+    for name, entry in ZOO.items():
+        assert name in result.output and f"{entry.vocab_size:,}" in result.output
+    assert "yes" not in result.output  # an empty cache has nothing pulled
+
+
+def test_zoo_pull_unknown_name_lists_known_ones():
+    result = runner.invoke(app, ["zoo", "pull", "llama-9000"])
+    assert result.exit_code == 1
+    assert "unknown zoo model 'llama-9000'" in result.output and "smollm2-135m-instruct" in result.output
+
+
+def test_generate_prints_the_continuation(tiny_dir):
+    result = runner.invoke(app, ["generate", "--model", str(tiny_dir), "--prompt", "The capital of",
+                                 "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    loaded = load_model(tiny_dir)
+    expected = generate_text(loaded.model, loaded.tokenizer, "The capital of", max_new_tokens=4)
+    assert result.stdout.rstrip("\n").endswith(expected)
+
+
+def test_generate_chat_on_a_base_model_says_what_to_do(tiny_base_dir):
+    result = runner.invoke(app, ["generate", "--model", str(tiny_base_dir), "--prompt", "hi", "--chat"])
+    assert result.exit_code == 1 and "no chat template" in result.output
+
+
+def test_generate_missing_model_path():
+    result = runner.invoke(app, ["generate", "--model", "./no/such/dir", "--prompt", "hi"])
+    assert result.exit_code == 1 and "model path not found" in result.output
+
+
+def test_zoo_path_prints_the_directory_alone_on_the_last_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSMODEL_HOME", str(tmp_path))
+    folder = tmp_path / "zoo" / "gemma-3-270m"
+    folder.mkdir(parents=True)
+    (folder / "zoo.json").write_text('{"files": {}}')  # a finished pull (nothing to fetch in this test)
+    result = runner.invoke(app, ["zoo", "path", "gemma-3-270m"])
+    assert result.exit_code == 0 and result.stdout.splitlines()[-1] == str(folder)
+    listing = runner.invoke(app, ["zoo", "list"]).output
+    assert any(line.count("gemma-3-270m") and "yes" in line for line in listing.splitlines())

@@ -1,0 +1,118 @@
+"""Transplant: a delta rebuilt in another vocabulary (rows = weighted source rows, blocks copied), its artefact,
+its use as an ordinary same-vocabulary delta, and the error paths."""
+
+import json
+
+import pytest
+import torch
+
+from crossmodel.steer import DeltaModel, steer
+from crossmodel.steer.delta import CONFIG_NAME
+from crossmodel.steer.transplant import (MAP_DIR, ROW_COMBINED, ROW_EXACT, ROW_UNMAPPED, provenance,
+                                         save_transplant, transplant, transplant_weights, weights_digest)
+from crossmodel.vocab import TokenMap
+
+
+def _delta(tokenizer, tie=True, seed=3):
+    delta = DeltaModel.create(vocabulary_of=tokenizer, layers=2, d_model=32, heads=4, tie_embeddings=tie, seed=seed)
+    with torch.no_grad():  # untrained deltas have near-zero logits; make rows distinguishable
+        delta.model.get_output_embeddings().weight.mul_(30.0)
+    return delta
+
+
+def _hand_map(user_rows=4, delta_rows=5, **csr):
+    ids = torch.tensor([2, 0, -1, 4][:user_rows])
+    return TokenMap(ids=ids, match=torch.tensor([1, 0, 0, 0], dtype=torch.uint8), mode="one-to-many",
+                    user_fingerprint="u", delta_fingerprint="d", user_rows=user_rows, delta_rows=delta_rows, **csr)
+
+
+def test_transplant_weights_combines_copies_and_flags():
+    source = torch.arange(10.0).reshape(5, 2)  # row r = (2r, 2r+1)
+    csr = dict(indptr=torch.tensor([0, 1, 3, 3, 5]), indices=torch.tensor([2, 0, 1, 4, 3]),
+               weights=torch.tensor([1.0, 0.75, 0.25, 2.0, 2.0]))  # row 3's weights get normalised to 1/2 each
+    rows, origin = transplant_weights(source, _hand_map(**csr))
+    assert torch.equal(rows[0], source[2])  # exact match: copied
+    assert torch.allclose(rows[1], 0.75 * source[0] + 0.25 * source[1])
+    assert torch.allclose(rows[2], source.mean(0))  # no entry: the mean row
+    assert torch.allclose(rows[3], (source[4] + source[3]) / 2)
+    assert origin.tolist() == [ROW_EXACT, ROW_COMBINED, ROW_UNMAPPED, ROW_COMBINED]
+
+
+def test_transplant_weights_single_id_map_and_width_check():
+    source = torch.randn(5, 3)
+    rows, origin = transplant_weights(source, _hand_map())
+    assert torch.equal(rows[1], source[0]) and torch.equal(rows[3], source[4])  # one id per row: that row
+    assert torch.allclose(rows[2], source.mean(0)) and origin[2] == ROW_UNMAPPED
+    with pytest.raises(ValueError, match="delta_rows=5"):
+        transplant_weights(torch.randn(6, 3), _hand_map())
+
+
+def test_round_trip_own_vocabulary_gives_identical_logits(bpe_tok):
+    delta = _delta(bpe_tok)
+    moved, token_map = transplant(delta, bpe_tok)
+    assert token_map.mode == "identity"
+    ids = bpe_tok(["A delta model steers a large language model."], return_tensors="pt").input_ids
+    assert torch.equal(moved.model(ids).logits, delta.model(ids).logits)
+    record = provenance(moved.config)
+    assert record["rows"] == {"exact": len(bpe_tok), "combined": 0, "unmapped_mean": 0}
+    assert record["source_weights_sha256"] == weights_digest(delta.model)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_cross_vocabulary_exact_rows_reproduce_the_source(bpe_tok, char_tok, tie):
+    delta = _delta(bpe_tok, tie=tie)
+    moved, token_map = transplant(delta, char_tok, mode="one-to-many")
+    assert moved.rows == len(char_tok) and moved.config.vocab_fingerprint != delta.config.vocab_fingerprint
+    # "<s> T": BOS maps by role and "T" exists in both vocabularies, so the transplanted delta reads the same
+    # embeddings through the same blocks and its logits on exact rows equal the source's on the mapped rows
+    s_ids, t_ids = bpe_tok(["T"], return_tensors="pt").input_ids, char_tok(["T"], return_tensors="pt").input_ids
+    assert s_ids.shape == t_ids.shape == (1, 2)
+    exact = ((token_map.match == 1) & (token_map.ids >= 0)).nonzero().flatten()
+    assert len(exact) > 50
+    source_z, moved_z = delta.model(s_ids).logits[0, -1], moved.model(t_ids).logits[0, -1]
+    assert torch.allclose(moved_z[exact], source_z[token_map.ids[exact]], atol=1e-5)
+    for name, p in delta.model.named_parameters():  # the blocks are copied unchanged
+        if "embed" not in name and "lm_head" not in name:
+            assert torch.equal(p, dict(moved.model.named_parameters())[name]), name
+
+
+def test_transplanted_delta_steers_without_a_map(bpe_tok, char_user):
+    moved, _ = transplant(_delta(bpe_tok), char_user)
+    with pytest.raises(ValueError, match="crossmodel map"):
+        steer(char_user, deltas=[(_delta(bpe_tok), 1.0, None)])  # the source delta needs a map
+    s = steer(char_user, deltas=[(moved, 1.0, None)])
+    assert s.slots[0].sync == "same"  # an ordinary same-vocabulary delta: no re-encoding
+    plain = steer(char_user, deltas=[])
+    lp, lp0 = s.score(["The quick"], [" brown fox"]), plain.score(["The quick"], [" brown fox"])
+    assert lp[0].shape == lp0[0].shape and not torch.allclose(lp[0], lp0[0])
+    assert len(s.generate(["Once upon"], max_new_tokens=4)) == 1
+
+
+def test_save_load_records_provenance_and_map(tmp_path, bpe_tok, char_tok):
+    delta = _delta(bpe_tok)
+    delta.save(tmp_path / "src")
+    moved, token_map = transplant(tmp_path / "src", char_tok, mode="normalized")
+    save_transplant(moved, token_map, tmp_path / "out")
+    raw = json.loads((tmp_path / "out" / CONFIG_NAME).read_text())
+    loaded = DeltaModel.load(tmp_path / "out")
+    record = provenance(loaded.config)
+    assert record["source"] == str(tmp_path / "src") and record["map"]["mode"] == "normalized"
+    assert record["source_vocab_fingerprint"] == delta.config.vocab_fingerprint
+    assert raw["vocab_fingerprint"] == loaded.config.vocab_fingerprint != delta.config.vocab_fingerprint
+    saved_map = TokenMap.load(tmp_path / "out" / MAP_DIR, user=char_tok, delta=bpe_tok)
+    assert torch.equal(saved_map.ids, token_map.ids)
+    ids = char_tok(["steer"], return_tensors="pt").input_ids
+    assert torch.equal(loaded.model(ids).logits, moved.model(ids).logits)
+    assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in (tmp_path / "out").rglob("*"))
+
+
+def test_wrong_map_and_bad_target_are_refused(bpe_tok, char_tok):
+    delta = _delta(bpe_tok)
+    wrong = TokenMap.build(bpe_tok, char_tok, mode="normalized")  # built the other way round
+    with pytest.raises(ValueError, match="crossmodel map"):
+        transplant(delta, char_tok, token_map=wrong)
+    other_width = TokenMap.build(char_tok, bpe_tok, mode="normalized", user_rows=len(char_tok) + 3)
+    with pytest.raises(ValueError, match="widths"):
+        transplant(delta, char_tok, token_map=other_width)
+    with pytest.raises(ValueError, match="model spec"):
+        transplant(delta, 42)
