@@ -63,3 +63,24 @@ def test_real_tiny_models(tok, model_factory):
     assert same["summary"]["control"]["cosine"] < 0.99  # the control really compares different positions
     ex = same["example"]
     assert len(ex["tokens"]) == 12 and len(ex["a"]) == 12 and ex["a"] == ex["b"]
+
+
+def test_shift_suite_end_to_end(tmp_path, tok, model_factory):
+    import json
+
+    from crossmodel.eval import EvalConfig, run_eval
+
+    dirs = {}
+    for name, seed in (("before", 0), ("after", 1)):
+        dirs[name] = tmp_path / name
+        model_factory(tok, seed=seed).save_pretrained(dirs[name])
+        tok.save_pretrained(dirs[name])
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "Who wrote Romeo and Juliet?", "answer": "William Shakespeare"}) + "\n")
+    config = EvalConfig(model=str(dirs["before"]), after=str(dirs["after"]), model_b=str(dirs["before"]),
+                        after_b=str(dirs["after"]), suite="shift", data=(str(data),), out=str(tmp_path / "o"))
+    summary = run_eval(config)["variants"]["shift"]
+    assert summary["cosine"] == pytest.approx(1.0) and summary["texts"] == 1
+    assert (tmp_path / "o" / "shift_heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="--model-b"):
+        EvalConfig(model="m", suite="shift", data=("x",), out="o")

@@ -36,11 +36,6 @@ def _steered(tiny, tok, delta, alpha):
     return steer(SimpleNamespace(model=tiny, tokenizer=tok, name="tiny"), deltas=[(delta, alpha, None)])
 
 
-def _strip_generation(records):
-    return [{k: v for k, v in r.items() if k != "generated"} | {"generated": r.get("generated", "").strip()}
-            for r in records]
-
-
 def test_alpha_zero_tofu_equals_plain(tmp_path, tiny, tok, delta, forget_file):
     files = {"forget": forget_file}
     kwargs = dict(chat=False, max_new_tokens=8, batch_size=2)
@@ -62,3 +57,19 @@ def test_alpha_zero_qa_equals_plain_and_nonzero_moves(tmp_path, tiny, tok, delta
     assert zero == pytest.approx(plain, rel=1e-6, abs=1e-5)
     moved = run_qa(_steered(tiny, tok, delta, 4.0), items, tmp_path / "m", chat=False, generate=False)["summary"]
     assert abs(moved["nll"] - plain["nll"]) > 1e-3
+
+
+def test_run_eval_with_a_delta_dir_gives_base_and_steered(tmp_path, tiny, tok, delta, forget_file):
+    from crossmodel.eval import EvalConfig, run_eval
+
+    model_dir, delta_dir = tmp_path / "model", tmp_path / "delta"
+    tiny.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    delta.save(delta_dir)
+    config = EvalConfig(model=str(model_dir), suite="nll", data=(str(forget_file),), out=str(tmp_path / "o"),
+                        deltas=(str(delta_dir),), alphas=(0.0,), chat=False)
+    results = run_eval(config)
+    assert set(results["variants"]) == {"base", "steered"}
+    assert results["variants"]["steered"] == pytest.approx(results["variants"]["base"], rel=1e-6, abs=1e-5)
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "| metric | base | steered | Δ |" in report

@@ -116,3 +116,21 @@ def test_wrong_map_and_bad_target_are_refused(bpe_tok, char_tok):
         transplant(delta, char_tok, token_map=other_width)
     with pytest.raises(ValueError, match="model spec"):
         transplant(delta, 42)
+
+
+@pytest.mark.slow
+def test_real_pair_gemma_from_smollm2_vocabulary():
+    from crossmodel.models import load_model, load_tokenizer
+
+    smol, _ = load_tokenizer("smollm2-135m-instruct")
+    source = DeltaModel.create(vocabulary_of=smol, layers=1, d_model=64, heads=4, seed=0)
+    same, _ = transplant(source, "smollm2-135m-instruct")  # round trip through the zoo spec
+    ids = smol(["Bettina Quenneville was born in Sapporo."], return_tensors="pt").input_ids
+    assert torch.equal(same.model(ids).logits, source.model(ids).logits)
+    gemma = load_model("gemma-3-270m")
+    moved, token_map = transplant(source, gemma, mode="one-to-many")
+    record = provenance(moved.config)
+    assert moved.rows == 262144 and sum(record["rows"].values()) == 262144
+    assert record["rows"]["exact"] > 10000 and moved.config.vocab_fingerprint == gemma.fingerprint
+    lp = steer(gemma, deltas=[(moved, 1.0, None)]).score(["The capital of France is"], [" Paris"])
+    assert torch.isfinite(lp[0]).all()

@@ -50,11 +50,11 @@ def test_sft_moves_every_delta_weight_and_never_the_template(tokenizer, template
     assert "trainer_state.safetensors" in files and not [f for f in files if f.endswith((".pt", ".pkl", ".bin"))]
 
 
-def pretrain(model, tokenizer, data, steps=150):
+def pretrain(model, tokenizer, data, steps=40):
     """Make the tiny template know its data, as a real template knows the facts it should forget or keep."""
     side = Side("all", data, tokenizer.pad_token_id, None)
     batch = side.batch(list(range(len(data))))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)  # to NLL ~2 nats: known, not saturated
     model.train()
     for _ in range(steps):
         loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
@@ -68,7 +68,7 @@ def test_grad_diff_unlearns_forget_and_keeps_retain(tokenizer, template, delta, 
     records = generate_facts(6, seed=2)
     forget, retain = encoded(tokenizer, records[:5]), encoded(tokenizer, records[5:])
     template = pretrain(template.requires_grad_(True), tokenizer, forget + retain)
-    cfg = TrainConfig(task="grad_diff", retain="(in memory)", epochs=8, batch_size=5, lr=1e-3, progress=False,
+    cfg = TrainConfig(task="grad_diff", retain="(in memory)", epochs=20, batch_size=5, lr=2e-2, progress=False,
                       save_every=0, warmup_ratio=0.0)
     start = evaluate(template, delta, [Side("data", forget, 0, None), Side("retain", retain, 0, None)], cfg)
     result = train(template, delta, forget, cfg, tmp_path, pad_id=tokenizer.pad_token_id, retain=retain)

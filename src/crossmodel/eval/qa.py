@@ -22,7 +22,7 @@ def _score_items(model: Evaluable, items: list[QAItem], chat: bool, max_new_toke
                 "nll_sum": float(-lp.double().sum()), "tokens": int(lp.numel())} for it, lp in zip(items, logprobs)]
     if max_new_tokens is not None:
         generations = model.generate([it.prompt for it in items], max_new_tokens=max_new_tokens, chat=chat)
-        for rec, generated in zip(records, generations):
+        for rec, generated in zip(records, (g.strip() for g in generations)):
             rec.update(generated=generated, rouge_l_recall=metrics.rouge_l_recall(generated, rec["reference"]),
                        rouge_l_f1=metrics.rouge_l_f1(generated, rec["reference"]))
     return records

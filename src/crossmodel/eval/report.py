@@ -16,12 +16,19 @@ from crossmodel.io import atomic_write_bytes
 RESULTS = "results.json"
 REPORT = "report.md"
 SPLIT_METRICS = ("rouge_l_recall", "probability", "truth_ratio")
+SPLIT_ORDER = ("forget", "retain", "real_authors", "world_facts")  # TOFU's own order, not alphabetical
+
+
+def _rank(split: str) -> tuple[int, str]:
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
 
 
 def flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a summary as "a/b" keys (per-split TOFU numbers become "forget/probability")."""
     flat: dict[str, float] = {}
     for key, value in summary.items():
+        if key == "splits":
+            value = {split: value[split] for split in sorted(value, key=_rank)}
         name = prefix if key == "splits" else f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten(value, f"{name}/" if name else ""))
@@ -71,20 +78,23 @@ def _figure(*args, **kwargs):
 
 
 def plot_tofu(variants: dict[str, dict], path: Path) -> Path:
-    """One panel per split, bars per metric, one colour per variant."""
-    splits = list(dict.fromkeys(s for v in variants.values() for s in v["splits"]))
-    plt, (fig, axes) = _figure(1, len(splits), figsize=(3.6 * len(splits), 3.4), squeeze=False)
+    """One panel per split (in TOFU's order), bars per metric with their values, one colour per variant."""
+    splits = sorted({s for v in variants.values() for s in v["splits"]}, key=_rank)
+    plt, (fig, axes) = _figure(1, len(splits), figsize=(3.6 * len(splits), 3.6), squeeze=False)
     width = 0.8 / len(variants)
     for ax, split in zip(axes[0], splits):
         for k, (name, summary) in enumerate(variants.items()):
             values = [summary["splits"].get(split, {}).get(m, 0.0) for m in SPLIT_METRICS]
-            ax.bar([i + k * width for i in range(3)], values, width, label=name)
+            bars = ax.bar([i + k * width for i in range(3)], values, width, label=name, color=f"C{k}")
+            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
         ax.set_xticks([i + width * (len(variants) - 1) / 2 for i in range(3)], ["ROUGE-L", "Prob.", "Truth ratio"])
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.08)
         ax.set_title(split.replace("_", " "))
     axes[0][0].set_ylabel("score")
     axes[0][-1].legend(loc="upper right", fontsize=8)
-    fig.suptitle("TOFU (higher is better, except on the forget split after unlearning)")
+    utility = ", ".join(f"{n} {v['model_utility']:.3f}" for n, v in variants.items() if "model_utility" in v)
+    fig.suptitle("TOFU per split" + (f" — model utility: {utility}" if utility else ""), y=1.02)
+    fig.tight_layout()
     path = _save(fig, path)
     plt.close(fig)
     return path

@@ -22,7 +22,8 @@ SPLIT_METRICS = ("rouge_l_recall", "probability", "truth_ratio")
 
 def _score_items(model: Evaluable, items: list[TofuItem], chat: bool, max_new_tokens: int) -> list[dict]:
     """Per-item generations and NLLs for a batch of items (one `score` call for all their answers)."""
-    generations = model.generate([it.question for it in items], max_new_tokens=max_new_tokens, chat=chat)
+    generations = [g.strip() for g in model.generate([it.question for it in items], max_new_tokens=max_new_tokens,
+                                                     chat=chat)]
     prompts, answers = [], []
     for it in items:  # the answer, its paraphrase, then each perturbed answer
         for text in (it.answer, it.paraphrased, *it.perturbed):

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -67,7 +68,7 @@ def resolve(spec: str | Path) -> tuple[Source, str | Path]:
                      f"and not a hub id of the form org/name")
 
 
-def _from_hub(loader, repo_id: str, **kwargs):
+def _from_hub(loader: type, repo_id: str, **kwargs: Any) -> Any:
     try:
         return loader.from_pretrained(repo_id, **kwargs)
     except OSError as err:

@@ -8,5 +8,6 @@ from crossmodel.steer.steered import SteerConfig, Steered, delta_entries, steer
 from crossmodel.steer.sync import FullReencodeFeed, ReencodeFeed, TokenFeed
 
 __all__ = ["CMCLogitsProcessor", "COMBINE_RULES", "CONFIG_NAME", "DeltaConfig", "DeltaModel", "DeltaSlot",
-           "FullReencodeFeed", "ReencodeFeed", "SteerConfig", "Steered", "TokenFeed", "combine", "combine_all", "delta_entries",
-           "get_rule", "low_rank_embeddings", "steer", "steered_tokens", "token_picker", "vocab_fingerprint"]
+           "FullReencodeFeed", "ReencodeFeed", "SteerConfig", "Steered", "TokenFeed", "combine", "combine_all",
+           "delta_entries", "get_rule", "low_rank_embeddings", "steer", "steered_tokens", "token_picker",
+           "vocab_fingerprint"]

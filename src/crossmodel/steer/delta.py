@@ -41,6 +41,8 @@ class DeltaConfig:
     data: dict[str, Any] = field(default_factory=dict, metadata={"help": "training data summary"})
     metrics: dict[str, Any] = field(default_factory=dict, metadata={"help": "final training/eval metrics"})
     architecture: dict[str, Any] = field(default_factory=dict, metadata={"help": "layers, d_model, heads, ..."})
+    provenance: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "where a derived delta came from, e.g. transplant: source delta fingerprint, map, mode"})
     schema_version: int = SCHEMA_VERSION
     crossmodel_version: str = __version__
 

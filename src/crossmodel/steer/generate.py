@@ -111,9 +111,10 @@ def steered_tokens(user_model: Any, slots: list[DeltaSlot], input_ids: torch.Ten
     feeds = [slot.new_feed(add_special_tokens) for slot in slots]
     cache, mask = DynamicCache(config=user_model.config), attention_mask
     out = user_model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask),
-                     past_key_values=cache, use_cache=True)
+                     past_key_values=cache, use_cache=True, logits_to_keep=1)  # as generate's prefill does
     delta_logits = [feed.start(input_ids, mask, prompts) for feed, prompts in zip(feeds, delta_prompts)]
     alphas = [slot.alpha for slot in slots]
+    reencoding = any(slot.sync != "same" for slot in slots)
     eos = torch.tensor(eos_ids, device=device, dtype=torch.long)
     done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=device)
     generated: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
@@ -125,7 +126,7 @@ def steered_tokens(user_model: Any, slots: list[DeltaSlot], input_ids: torch.Ten
         ids = torch.cat([ids, token[:, None]], dim=-1)
         for b in (~done).nonzero().flatten().tolist():
             generated[b].append(int(token[b]))
-        texts = decode(generated) if feeds else []
+        texts = decode(generated) if reencoding else []  # only re-encoding feeds read the text
         done |= torch.isin(token, eos)
         if stop:
             done |= torch.tensor([any(s in t for s in stop) for t in visible(generated)], device=device)
@@ -134,5 +135,5 @@ def steered_tokens(user_model: Any, slots: list[DeltaSlot], input_ids: torch.Ten
             return
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         out = user_model(input_ids=token[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                         past_key_values=cache, use_cache=True)
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
         delta_logits = [feed.step(token, texts) for feed in feeds]

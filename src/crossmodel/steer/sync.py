@@ -63,9 +63,11 @@ def _pad_id(tokenizer: Any) -> int:
 
 
 @torch.no_grad()
-def _forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None):
+def _forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None,
+             last_only: bool = True):
+    # last_only: the lm head runs on the last position only (with Gemma's 262k rows that is most of a prefill)
     return model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                 use_cache=cache is not None)
+                 use_cache=cache is not None, logits_to_keep=1 if last_only else 0)
 
 
 class TokenFeed:
@@ -110,7 +112,8 @@ class FullReencodeFeed(_TextFeed):
 
     def _run(self, generated: list[str]) -> torch.Tensor:
         ids, mask = left_pad(self.encode(generated), self.pad_id, self.model.device)
-        return _forward(self.model, ids, mask, position_ids(mask)).logits[:, -1].float()  # (B, V_delta)
+        # as the reference does: the whole text through the model, logits at every position, keep the last
+        return _forward(self.model, ids, mask, position_ids(mask), last_only=False).logits[:, -1].float()
 
     def start(self, user_ids: torch.Tensor, user_mask: torch.Tensor, prompt_texts: list[str]) -> torch.Tensor:
         self.prompts = list(prompt_texts)

@@ -1,0 +1,109 @@
+"""Transplanted vs runtime-mapped delta on a real pair (docs/TRANSPLANT.md).
+
+Agreement: the transplanted delta's logits against the original delta's logits mapped at runtime
+(`token_map.gather`), at aligned positions of held-out text, on the rows the map defines — top-k overlap, Pearson
+r and KL, before and after the alignment (distillation) step. Speed: steered greedy decoding of the user model
+with the transplanted delta (same vocabulary: no re-encoding) vs the runtime-mapped delta (incremental re-encode
+sync), next to the plain user model.
+
+    .venv/bin/python benchmarks/transplant_agreement.py --delta RUN/delta --user gemma-3-270m \
+        --train-data facts.jsonl --eval-data facts_heldout.jsonl --steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from crossmodel.models import load_model
+from crossmodel.steer import DeltaModel, steer
+from crossmodel.steer.transplant import provenance, transplant
+from crossmodel.train.distill import DistillConfig, distill, load_texts, logit_agreement
+from crossmodel.train.facts import generate_facts
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--delta", help="delta directory (default: a fresh DeltaModel in --delta-vocab's vocabulary)")
+    p.add_argument("--delta-vocab", default="smollm2-135m-instruct", help="vocabulary of the fresh delta")
+    p.add_argument("--user", default="gemma-3-270m")
+    p.add_argument("--mode", default="one-to-many", help="map mode for both the transplant and the runtime path")
+    p.add_argument("--train-data", help="TOFU-style JSON(L) to distil on (default: 8 generated authors, seed 0)")
+    p.add_argument("--eval-data", help="held-out TOFU-style JSON(L) (default: 4 generated authors, seed 1)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--loss", default="kl")
+    p.add_argument("--trainable", default="all")
+    p.add_argument("--prompts", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-timing", action="store_true", help="agreement only, skip the decoding timings")
+    return p.parse_args()
+
+
+def _texts(path: str | None, n_authors: int, seed: int) -> list[str]:
+    if path:
+        return load_texts(path)
+    return [r["question"] + "\n" + r["answer"] for r in generate_facts(n_authors, seed)]
+
+
+def _row(name: str, scores: dict) -> str:
+    return (f"| {name} | {scores['top1']:.3f} | {scores['top5']:.3f} | {scores['top10']:.3f} | "
+            f"{scores['pearson']:.3f} | {scores['kl']:.3f} | {scores['positions']} |")
+
+
+def _timed(steered, prompts: list[str], max_new_tokens: int) -> tuple[float, list[str]]:
+    steered.generate(prompts[:1], max_new_tokens=2)  # warm-up
+    start = time.perf_counter()
+    out = steered.generate(prompts, max_new_tokens=max_new_tokens)
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    args = _args()
+    torch.set_num_threads(args.threads)
+    user = load_model(args.user)
+    if args.delta:
+        source, kind = DeltaModel.load(args.delta), f"trained ({args.delta})"
+    else:
+        source, kind = DeltaModel.create(vocabulary_of=args.delta_vocab, layers=2, d_model=128, heads=4), "fresh"
+    start = time.perf_counter()
+    moved, token_map = transplant(source, user, mode=args.mode)
+    built = time.perf_counter() - start
+    train, held_out = _texts(args.train_data, 8, 0), _texts(args.eval_data, 4, 1)
+    print(f"user {args.user} ({moved.rows} rows) <- delta {kind}, {source.rows} rows; map {args.mode}; "
+          f"transplant {built:.1f} s; rows {provenance(moved.config)['rows']}")
+    before = logit_agreement(moved, source, token_map, held_out)
+    cfg = DistillConfig(steps=args.steps, lr=args.lr, loss=args.loss, trainable=args.trainable)
+    start = time.perf_counter()
+    result = distill(moved, source, token_map, train, cfg)
+    took = time.perf_counter() - start
+    after = logit_agreement(moved, source, token_map, held_out)
+    print(f"\ndistillation: {args.steps} steps, lr {args.lr}, loss {args.loss}, trainable {args.trainable}: "
+          f"{took:.0f} s, loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}\n")
+    print("| held-out agreement vs runtime-mapped | top-1 | top-5 | top-10 | Pearson r | KL | positions |")
+    print("|---|---|---|---|---|---|---|")
+    print(_row("transplanted, before alignment", before))
+    print(_row(f"transplanted, after {args.steps} steps", after))
+
+    if args.no_timing:
+        return
+    prompts = [t.split("\n")[0] for t in held_out[: args.prompts]]
+    runs = {"plain user model": steer(user, deltas=[]),
+            "+ mapped delta (runtime map, incremental sync)": steer(user, deltas=[(source, 1.0, token_map)]),
+            "+ transplanted delta (same vocabulary)": steer(user, deltas=[(moved, 1.0, None)])}
+    print(f"\n| greedy decoding, {len(prompts)} prompts x {args.max_new_tokens} new tokens, {args.threads} threads "
+          "| seconds | tokens/s | vs plain |")
+    print("|---|---|---|---|")
+    plain = None
+    for name, steered in runs.items():
+        seconds, _ = _timed(steered, prompts, args.max_new_tokens)
+        plain = plain or seconds
+        tokens = len(prompts) * args.max_new_tokens
+        print(f"| {name} | {seconds:.2f} | {tokens / seconds:.1f} | {seconds / plain:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
