@@ -78,7 +78,8 @@ def main() -> None:
     before = logit_agreement(moved, source, token_map, held_out)
     cfg = DistillConfig(steps=args.steps, lr=args.lr, loss=args.loss, trainable=args.trainable)
     start = time.perf_counter()
-    result = distill(moved, source, token_map, train, cfg)
+    result = distill(moved, source, token_map, train, cfg,
+                     on_step=lambda step, loss: step % 20 == 0 and print(f"  step {step}: loss {loss:.4f}", flush=True))
     took = time.perf_counter() - start
     after = logit_agreement(moved, source, token_map, held_out)
     print(f"\ndistillation: {args.steps} steps, lr {args.lr}, loss {args.loss}, trainable {args.trainable}: "

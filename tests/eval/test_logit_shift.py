@@ -84,3 +84,18 @@ def test_shift_suite_end_to_end(tmp_path, tok, model_factory):
     assert (tmp_path / "o" / "shift_heatmap.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="--model-b"):
         EvalConfig(model="m", suite="shift", data=("x",), out="o")
+
+
+def test_steered_scores_match_plain_at_alpha_zero_and_move_otherwise(tok, tiny):
+    from crossmodel.eval.logit_shift import steered_logprobs
+    from crossmodel.steer import DeltaModel
+
+    delta = DeltaModel.create(vocabulary_of=tok, layers=1, d_model=32, heads=2, seed=5).model
+    ids = torch.tensor([tok("The capital of Italy is Rome.")["input_ids"]])
+    plain = model_logprobs(tiny)(ids)
+    torch.testing.assert_close(steered_logprobs(tiny, delta, 0.0)(ids), plain)
+    with torch.no_grad():
+        z_delta = delta(input_ids=ids).logits[0]
+    # basenormalize: log_softmax(log_softmax(z_user) + alpha * z_delta)
+    want = (plain + 2.0 * z_delta).log_softmax(-1)
+    torch.testing.assert_close(steered_logprobs(tiny, delta, 2.0)(ids), want, atol=1e-5, rtol=1e-5)

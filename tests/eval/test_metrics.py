@@ -37,6 +37,14 @@ def test_truth_ratio_score_forget_and_retain():
     # retain: mean(max(0, 1 - R)) = (0.5 + 0) / 2
     assert metrics.truth_ratio_score([0.5, 2.0], forget=False) == pytest.approx(0.25)
     assert metrics.truth_ratio_score([1.0], forget=True) == 1.0
+    # an answer the model rules out entirely: R overflows to inf, the scores stay finite
+    r = metrics.truth_ratio(900.0, [1.0])
+    assert r == math.inf
+    assert metrics.truth_ratio_score([r], forget=True) == 0.0 and metrics.truth_ratio_score([r], forget=False) == 0.0
+    # and the other way: R underflows to 0 (forget form 0, retain form 1)
+    r = metrics.truth_ratio(1.0, [900.0])
+    assert r == 0.0
+    assert metrics.truth_ratio_score([r], forget=True) == 0.0 and metrics.truth_ratio_score([r], forget=False) == 1.0
 
 
 def test_harmonic_mean():
@@ -53,3 +61,9 @@ def test_ks_forget_quality():
     assert apart["ks_statistic"] == 1.0
     # exact two-sided p for n = m = 4 and D = 1: 2 / C(8, 4)
     assert apart["forget_quality"] == pytest.approx(2 / 70)
+    # R and 1/R give the same test (what locuslab feeds); a zero ratio is fine
+    ratios, ref = [0.2, 0.5, 1.5, 3.0, 0.0], [0.3, 0.9, 2.0, 4.0, 6.0]
+    inverse = metrics.ks_forget_quality([1 / r for r in ratios[:-1]], [1 / r for r in ref])
+    direct = metrics.ks_forget_quality(ratios[:-1], ref)
+    assert direct == pytest.approx(inverse)
+    assert 0 <= metrics.ks_forget_quality(ratios, ref)["forget_quality"] <= 1

@@ -59,7 +59,8 @@ def test_alpha_zero_qa_equals_plain_and_nonzero_moves(tmp_path, tiny, tok, delta
     assert abs(moved["nll"] - plain["nll"]) > 1e-3
 
 
-def test_run_eval_with_a_delta_dir_gives_base_and_steered(tmp_path, tiny, tok, delta, forget_file):
+@pytest.mark.parametrize("chat", [False, True])  # chat: the tiny tokenizer has no template -> the plain fallback
+def test_run_eval_with_a_delta_dir_gives_base_and_steered(tmp_path, tiny, tok, delta, forget_file, chat):
     from crossmodel.eval import EvalConfig, run_eval
 
     model_dir, delta_dir = tmp_path / "model", tmp_path / "delta"
@@ -67,7 +68,7 @@ def test_run_eval_with_a_delta_dir_gives_base_and_steered(tmp_path, tiny, tok, d
     tok.save_pretrained(model_dir)
     delta.save(delta_dir)
     config = EvalConfig(model=str(model_dir), suite="nll", data=(str(forget_file),), out=str(tmp_path / "o"),
-                        deltas=(str(delta_dir),), alphas=(0.0,), chat=False)
+                        deltas=(str(delta_dir),), alphas=(0.0,), chat=chat)
     results = run_eval(config)
     assert set(results["variants"]) == {"base", "steered"}
     assert results["variants"]["steered"] == pytest.approx(results["variants"]["base"], rel=1e-6, abs=1e-5)

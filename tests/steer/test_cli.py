@@ -1,9 +1,11 @@
 """`crossmodel generate` with deltas and `crossmodel chat`, on tiny models saved as HF directories."""
 
+import copy
+
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_model
+from .conftest import make_model
 from crossmodel.cli import app
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.vocab import TokenMap
@@ -61,8 +63,9 @@ def test_generate_cross_vocab_and_prompts_file(dirs, tmp_path):
 def test_chat_streams_and_keeps_history(dirs, char_tok):
     template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
     user = dirs / "user"
-    char_tok.chat_template = template
-    char_tok.save_pretrained(user)
+    tok = copy.deepcopy(char_tok)  # the session fixture stays template-free
+    tok.chat_template = template
+    tok.save_pretrained(user)
     result = runner.invoke(app, ["chat", "--model", str(user), "--max-new-tokens", "6"], input="hi\nmore\n\n")
     assert result.exit_code == 0, result.output
     replies = [line.split("model> ", 1)[1] for line in result.stdout.splitlines() if "model> " in line]

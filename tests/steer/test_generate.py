@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import make_bpe_tokenizer, make_model
+from .conftest import make_bpe_tokenizer, make_model
 from crossmodel.steer import DeltaModel, FullReencodeFeed, ReencodeFeed, combine, steer
 from crossmodel.vocab import TokenMap
 

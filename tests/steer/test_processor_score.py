@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import make_bpe_tokenizer, make_model
+from .conftest import make_bpe_tokenizer, make_model
 from crossmodel.steer import DeltaModel, combine, steer
 from crossmodel.vocab import TokenMap
 

@@ -79,8 +79,8 @@ def test_grad_diff_unlearns_forget_and_keeps_retain(tokenizer, template, delta, 
 
 RUN_SCRIPT = """
 import os, signal, sys, torch
-sys.path.insert(0, {here!r})
-from conftest import make_llama, make_tokenizer
+sys.path.insert(0, {root!r})
+from tests.train.conftest import make_llama, make_tokenizer
 from safetensors.torch import save_file
 from crossmodel.train.config import TrainConfig
 from crossmodel.train.data import Example, encode_examples
@@ -107,7 +107,7 @@ save_file({{k: v.contiguous().clone() for k, v in delta.state_dict().items()}}, 
 
 def run_script(tmp_path, out, kill_at, mode):
     script = tmp_path / "run.py"
-    script.write_text(RUN_SCRIPT.format(here=str(HERE)))
+    script.write_text(RUN_SCRIPT.format(root=str(HERE.parents[1])))
     return subprocess.run([sys.executable, str(script), str(out), str(kill_at), mode], capture_output=True,
                           text=True, timeout=600)
 

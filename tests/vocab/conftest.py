@@ -1,7 +1,7 @@
 """Fixtures for the vocab tests: synthetic SentencePiece-style and byte-level vocabularies."""
 
 import pytest
-from vocab_fixtures import byte_level_vocab, sentencepiece_vocab
+from .vocab_fixtures import byte_level_vocab, sentencepiece_vocab
 
 from crossmodel.vocab import Vocabulary
 

@@ -1,7 +1,7 @@
 """`normalized` mode: maps compare the bytes tokens stand for; special tokens only map to special tokens."""
 
 import pytest
-from vocab_fixtures import byte_level_vocab, sentencepiece_vocab
+from .vocab_fixtures import byte_level_vocab, sentencepiece_vocab
 
 from crossmodel.vocab import Family, TokenMap, Vocabulary, token_bytes
 

@@ -3,7 +3,7 @@
 import json
 
 from typer.testing import CliRunner
-from vocab_fixtures import write_byte_level_tokenizer_json, write_sentencepiece_tokenizer_json
+from .vocab_fixtures import write_byte_level_tokenizer_json, write_sentencepiece_tokenizer_json
 
 from crossmodel.cli import app
 from crossmodel.vocab import TokenMap

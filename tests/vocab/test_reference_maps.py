@@ -2,7 +2,7 @@
 and the cross-family maps. Run with --runslow."""
 
 import pytest
-from test_cross_family import assert_cross_family_invariants
+from .test_cross_family import assert_cross_family_invariants
 
 from crossmodel.vocab import TokenMap, export_reference, import_reference, load_vocabulary, token_bytes
 from crossmodel.vocab.fetch import fetch_tokenizer

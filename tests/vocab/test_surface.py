@@ -1,7 +1,7 @@
 """Surface forms: the bytes each token stands for, per family."""
 
 import pytest
-from vocab_fixtures import byte_level_vocab, sentencepiece_vocab
+from .vocab_fixtures import byte_level_vocab, sentencepiece_vocab
 
 from crossmodel.vocab import Family, token_bytes
 from crossmodel.vocab.surface import byte_level_alphabet, latin1_form

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from vocab_fixtures import byte_level_vocab
+from .vocab_fixtures import byte_level_vocab
 
 from crossmodel.vocab import Family, TokenMap, Vocabulary, export_reference, import_reference
 from crossmodel.vocab.token_map import META_FILE, TENSORS_FILE

@@ -6,7 +6,7 @@ import gguf
 import pytest
 import sentencepiece as spm
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
-from vocab_fixtures import write_byte_level_tokenizer_json, write_sentencepiece_tokenizer_json
+from .vocab_fixtures import write_byte_level_tokenizer_json, write_sentencepiece_tokenizer_json
 
 from crossmodel.vocab import Family, load_vocabulary
 

@@ -14,6 +14,7 @@ from crossmodel.cli import steer_cmd  # (steer: chat)
 from crossmodel.cli import train_cmd  # (train)
 from crossmodel.cli import eval_cmd  # (eval)
 from crossmodel.cli import transplant_cmd  # (transplant)
+from crossmodel.cli import demo_cmd  # (demo)
 
 
 def main() -> None:

@@ -88,7 +88,8 @@ def truth_ratio(paraphrased_nll: float, perturbed_nlls: Sequence[float]) -> floa
     prefers the true paraphrase. locuslab stores its inverse, exp(mean NLL(ã) − NLL(â))."""
     if not perturbed_nlls:
         raise ValueError("truth_ratio needs at least one perturbed answer")
-    return math.exp(paraphrased_nll - sum(perturbed_nlls) / len(perturbed_nlls))
+    exponent = paraphrased_nll - sum(perturbed_nlls) / len(perturbed_nlls)
+    return math.inf if exponent > 700 else math.exp(exponent)  # exp overflows past ~709
 
 
 def truth_ratio_score(ratios: Sequence[float], forget: bool) -> float:
@@ -96,7 +97,7 @@ def truth_ratio_score(ratios: Sequence[float], forget: bool) -> float:
     tell true from false), mean of max(0, 1 − R) elsewhere (higher = prefers the truth)."""
     if not ratios:
         raise ValueError("truth_ratio_score needs at least one ratio")
-    values = [min(r, 1 / r) if forget else max(0.0, 1 - r) for r in ratios]
+    values = [(min(r, 1 / r) if r > 0 else 0.0) if forget else max(0.0, 1 - r) for r in ratios]
     return sum(values) / len(values)
 
 
@@ -115,10 +116,10 @@ def ks_forget_quality(ratios: Sequence[float], reference_ratios: Sequence[float]
     """Forget quality: the p-value of the two-sample Kolmogorov–Smirnov test (scipy.stats.ks_2samp) between the
     forget-split truth ratios of the evaluated model and of a model trained on the retain set only. High p (e.g.
     > 0.05) = indistinguishable from never having seen the forget set. locuslab feeds 1/R; the KS statistic and
-    p-value are the same for R, because x -> 1/x is monotone on (0, inf)."""
+    p-value are the same for R, because x -> 1/x is monotone on (0, inf) (and R avoids dividing by 0)."""
     from scipy.stats import ks_2samp
 
     if not ratios or not reference_ratios:
         raise ValueError("forget quality needs truth ratios from both the evaluated and the reference model")
-    test = ks_2samp([1 / r for r in ratios], [1 / r for r in reference_ratios])
+    test = ks_2samp(list(ratios), list(reference_ratios))
     return {"forget_quality": float(test.pvalue), "ks_statistic": float(test.statistic)}

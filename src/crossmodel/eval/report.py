@@ -106,7 +106,8 @@ def plot_qa(variants: dict[str, dict], path: Path) -> Path:
     plt, (fig, axes) = _figure(1, len(keys), figsize=(3.4 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         names = list(variants)
-        ax.bar(names, [variants[n][key] for n in names], color=[f"C{i}" for i in range(len(names))])
+        bars = ax.bar(names, [variants[n][key] for n in names], color=[f"C{i}" for i in range(len(names))])
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
         ax.set_title({"nll": "answer NLL (lower is better)", "rouge_l_recall": "ROUGE-L recall",
                       "rouge_l_f1": "ROUGE-L F1"}[key], fontsize=10)
     path = _save(fig, path)

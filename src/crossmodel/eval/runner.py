@@ -85,8 +85,11 @@ def load_variants(config: EvalConfig) -> dict[str, Any]:
         variants["base"] = PlainModel(loaded.model, loaded.tokenizer, batch_size=config.batch_size)
     if config.deltas:
         from crossmodel.steer import steer
+        from crossmodel.train.templates import chat_template_of
 
-        variants["steered"] = steer(loaded, deltas=_delta_entries(config), rule=config.rule)
+        # the plain-model fallback template for base models, so base and steered read the same prompts
+        variants["steered"] = steer(loaded, deltas=_delta_entries(config), rule=config.rule,
+                                    chat_template=chat_template_of(loaded.tokenizer))
     return variants
 
 
@@ -119,7 +122,7 @@ def _run_suite(config: EvalConfig, model: Any, out: Path) -> dict[str, Any]:
     if len(config.data) != 1:
         raise ValueError(f"suite {config.suite} reads one file; got --data {list(config.data)}")
     items = load_qa(config.data[0], config.format, config.limit)
-    return qa.run_qa(model, items, out, chat=config.chat, generate=config.suite == "qa",
+    return qa.run_qa(model, items, out, part=config.suite, chat=config.chat, generate=config.suite == "qa",
                      max_new_tokens=config.new_tokens(), batch_size=config.batch_size)["summary"]
 
 

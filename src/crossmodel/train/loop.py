@@ -94,8 +94,9 @@ def evaluate(template, delta, sides: list[Side], cfg: TrainConfig) -> dict[str, 
     result = {}
     for side in sides:
         total, count = 0.0, 0
-        for index in epoch_batches(len(side.encoded), cfg.batch_size, 0, 0):
-            logprob = side.combined(template, delta, side.batch(sorted(index)), cfg, grad=False).logprob()
+        for start in range(0, len(side.encoded), cfg.batch_size):
+            index = list(range(start, min(start + cfg.batch_size, len(side.encoded))))
+            logprob = side.combined(template, delta, side.batch(index), cfg, grad=False).logprob()
             total, count = total - float(logprob.sum()), count + logprob.numel()
         result[f"{side.name}_nll"] = total / max(count, 1)
     delta.train(was_training)

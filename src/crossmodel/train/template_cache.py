@@ -97,4 +97,5 @@ def _batch_rows(template: torch.nn.Module, items: list[Encoded], index: list[int
     batch = collate(items, index, pad_id)
     rows, cols, _ = loss_positions(batch.labels)
     fn = live_template_rows(template, batch.input_ids, batch.attention_mask, rows, cols)
-    return torch.cat([fn(s, min(s + 256, len(rows))) for s in range(0, len(rows), 256)])  # (N, V)
+    parts = [fn(s, min(s + 256, len(rows))) for s in range(0, len(rows), 256)] or [fn(0, 0)]  # fn(0, 0): (0, V)
+    return torch.cat(parts)  # (N, V)

@@ -1,0 +1,305 @@
+"""`crossmodel demo`: the whole method on real small models, as one recipe that reads top to bottom.
+
+1. pull the models, 2. write fictitious-author facts (TOFU's format), 3. train a knowledge delta (SFT) next to
+the template, 4. train an unlearning delta (grad_diff) next to "template + knowledge delta", so that it makes a
+model that knows the facts forget a subset of the authors, 5. steer every user model (other sizes, other
+vocabularies, token maps built on the fly) with the knowledge delta, then with both deltas, and measure ROUGE-L
+recall of greedy answers and the answers' NLL, 6. write tables, results.json and plots into one report folder.
+
+Prompt format: one plain "Question: …\\nAnswer:" format for every model (Gemma-3-270m is a base model without a
+chat template), so the user models and the delta read the same text; each tokenizer adds its own BOS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import torch
+
+from crossmodel.eval.data import QAItem
+from crossmodel.eval.qa import run_qa, summarize_qa
+from crossmodel.eval.report import markdown_table, plot_qa
+from crossmodel.io import atomic_write_bytes, atomic_write_json
+from crossmodel.models import load_model
+from crossmodel.steer import DeltaModel, steer
+from crossmodel.train import TrainConfig, generate_facts, run_training
+from crossmodel.vocab import MAPPERS, TokenMap
+
+TEMPLATE = "smollm2-135m-instruct"
+USER_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")
+# The training format: "Question: q\nAnswer:" then " answer<eos>\n". The prefix rendered for generation is a prefix
+# of the full text, so the answer keeps its leading space; no BOS here (the tokenizer adds its own when it has one).
+QA_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'user' %}Question: {{ m['content'] }}\n"
+    "{% else %}Answer: {{ m['content'] }}{{ eos_token }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Answer:{% endif %}"
+)
+STOP = ("\n",)  # one answer is one line; base models go on with a new "Question:" after it
+VARIANTS = ("before", "knowledge", "knowledge+unlearn")
+RESULTS, REPORT, FACTS, FORGET, RETAIN = "results.json", "report.md", "facts.jsonl", "forget.jsonl", "retain.jsonl"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of `crossmodel demo`; the defaults finish in about ten minutes on two CPU cores."""
+
+    out: str = field(default="crossmodel-demo", metadata={"help": "report folder (reused runs resume)"})
+    models: tuple[str, ...] = field(default=USER_MODELS, metadata={"help": "user models steered by the deltas"})
+    template: str = field(default=TEMPLATE, metadata={"help": "the model the deltas are trained next to"})
+    facts: int = field(default=6, metadata={"help": "fictitious authors (5 facts each)"})
+    forget: int = field(default=2, metadata={"help": "authors the unlearning delta makes the models forget"})
+    epochs: int = field(default=10, metadata={"help": "epochs of the knowledge delta"})
+    unlearn_epochs: int = field(default=4, metadata={"help": "epochs of the unlearning delta"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate of both deltas"})
+    alpha: float = field(default=1.0, metadata={"help": "delta strength when steering the user models"})
+    map_mode: str = field(default="normalized", metadata={"help": "token map mode for other vocabularies"})
+    delta_layers: int = 2
+    delta_d_model: int = 256
+    max_new_tokens: int = 32
+    batch_size: int = 6
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.models:
+            raise ValueError("DemoConfig.models is empty: give at least one user model (--models NAME,...)")
+        if not 1 <= self.forget < self.facts:
+            raise ValueError(f"DemoConfig.forget={self.forget} must be in [1, facts={self.facts}): the unlearning "
+                             "delta needs some authors to forget and some to keep")
+        if self.map_mode not in MAPPERS:
+            raise ValueError(f"DemoConfig.map_mode={self.map_mode!r}; choose one of {sorted(MAPPERS)}")
+        for name in ("epochs", "unlearn_epochs", "max_new_tokens", "batch_size", "delta_layers", "delta_d_model"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DemoConfig.{name}={getattr(self, name)} must be >= 1")
+        if not self.lr > 0 or not self.alpha > 0:
+            raise ValueError(f"DemoConfig.lr={self.lr} and alpha={self.alpha} must be > 0")
+
+
+# ---- 2. data --------------------------------------------------------------------------------------------------
+def write_data(records: list[dict], forget_records: int, out: Path) -> dict[str, Path]:
+    """facts / forget (the first `forget_records`) / retain (the rest) as JSON lines in `out`."""
+    parts = {FACTS: records, FORGET: records[:forget_records], RETAIN: records[forget_records:]}
+    for name, rows in parts.items():
+        atomic_write_bytes(out / name, "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8"))
+    return {name: out / name for name in parts}
+
+
+# ---- 3./4. the two deltas -------------------------------------------------------------------------------------
+class _Trunk(torch.nn.Module):
+    """Both trunks at once: the "hidden state" is [template hidden | knowledge-delta hidden]."""
+
+    def __init__(self, template: torch.nn.Module, delta: torch.nn.Module):
+        super().__init__()
+        self.template, self.delta = template, delta
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        parts = [m.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                 for m in (self.template, self.delta)]
+        return SimpleNamespace(last_hidden_state=torch.cat(parts, dim=-1))  # (B, T, H_template + H_delta)
+
+
+class _Head(torch.nn.Module):
+    """[h_template | h_delta] → log_softmax(z_template) + α·z_delta, the basenormalize combination."""
+
+    def __init__(self, template: torch.nn.Module, delta: torch.nn.Module, alpha: float):
+        super().__init__()
+        from crossmodel.train.chunked import output_head
+
+        self.split = template.config.get_text_config().hidden_size
+        self.template_head, self.delta_head, self.alpha = output_head(template), output_head(delta), alpha
+        self.weight = template.get_output_embeddings().weight  # its rows = the logits width
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        z_template = self.template_head(hidden[..., : self.split]).float().log_softmax(-1)  # (..., V)
+        return z_template + self.alpha * self.delta_head(hidden[..., self.split:]).float()  # (..., V)
+
+
+class SteeredTemplate(torch.nn.Module):
+    """A template with a same-vocabulary delta fixed on top, shaped like a causal LM for the training loop
+    (`base_model(...).last_hidden_state`, `get_output_embeddings()`, `config`). Training a second delta next to it
+    gives a delta that composes with the first at steer time: log_softmax(z_u) + z_knowledge + z_unlearn."""
+
+    def __init__(self, template: torch.nn.Module, delta: torch.nn.Module, alpha: float):
+        super().__init__()
+        self.trunk, self.head = _Trunk(template, delta), _Head(template, delta, alpha)
+        self.config = template.config  # no logit soft-capping of its own: _Head applies the template's
+        if getattr(template.config.get_text_config(), "final_logit_softcapping", None):
+            raise ValueError("SteeredTemplate: a template with final-logit soft-capping would be capped twice; "
+                             "pick a template without it (e.g. smollm2-135m-instruct)")
+        self.requires_grad_(False)
+
+    @property
+    def base_model(self) -> torch.nn.Module:
+        return self.trunk
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        return self.head
+
+
+def _train_config(cfg: DemoConfig, out: Path, **overrides: Any) -> TrainConfig:
+    return TrainConfig(template=cfg.template, out=str(out), delta_layers=cfg.delta_layers,
+                       delta_d_model=cfg.delta_d_model, delta_heads=4, lr=cfg.lr, batch_size=4, max_length=128,
+                       save_every=0, seed=cfg.seed, progress=False, **overrides)
+
+
+def train_delta(train_cfg: TrainConfig, template: Any) -> DeltaModel:
+    """The delta of `train_cfg`, reused from its folder when a finished run with the same settings is there."""
+    saved = Path(train_cfg.out) / "delta"
+    if (saved / "crossmodel.json").is_file():
+        delta = DeltaModel.load(saved)
+        if delta.config.data.get("train_config") == json.loads(json.dumps(train_cfg.to_dict())):
+            return delta
+    return DeltaModel.load(run_training(train_cfg, template=template))
+
+
+# ---- 5. steering and evaluation -------------------------------------------------------------------------------
+class _Answerer:
+    """A steered model behind eval's `Evaluable` interface, stopping each answer at its end of line."""
+
+    def __init__(self, steered: Any, batch_size: int):
+        self.steered, self.batch_size = steered, batch_size
+
+    def generate(self, prompts, max_new_tokens=128, do_sample=False, chat=False):
+        out = self.steered.generate(prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, chat=chat, stop=STOP)
+        return [t.strip() for t in out]
+
+    def score(self, prompts, continuations, chat=False):
+        return self.steered.score(prompts, continuations, chat=chat, batch_size=self.batch_size)
+
+
+def _token_map(user: Any, delta: DeltaModel, mode: str) -> TokenMap | None:
+    if user.fingerprint == delta.config.vocab_fingerprint:
+        return None  # same vocabulary: the delta's logits are added directly
+    return TokenMap.build(user.tokenizer, delta.tokenizer, mode=mode,
+                          user_rows=user.model.get_output_embeddings().weight.shape[0],
+                          delta_rows=delta.model.get_output_embeddings().weight.shape[0])
+
+
+def _subset(records: list[dict], index: range) -> dict[str, float]:
+    return summarize_qa([records[i] for i in index])
+
+
+def evaluate_model(spec: str, deltas: dict[str, DeltaModel], items: list[QAItem], n_forget: int, cfg: DemoConfig,
+                   out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """One user model: plain, + knowledge delta, + both deltas; summaries on all / forget / retain facts."""
+    user = load_model(spec)
+    maps = {name: _token_map(user, d, cfg.map_mode) for name, d in deltas.items()}
+    coverage = maps["knowledge"].coverage() if maps["knowledge"] is not None else None
+    entries = {"before": [], "knowledge": ["knowledge"], "knowledge+unlearn": ["knowledge", "unlearn"]}
+    result: dict[str, Any] = {"model": spec, "vocab_fingerprint": user.fingerprint, "map": coverage, "variants": {}}
+    for variant, names in entries.items():
+        start = time.time()
+        steered = steer(user, deltas=[(deltas[n], cfg.alpha, maps[n]) for n in names])
+        done = run_qa(_Answerer(steered, cfg.batch_size), items, out / variant, chat=False,
+                      max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        records = done["records"]
+        result["variants"][variant] = {"all": done["summary"], "forget": _subset(records, range(n_forget)),
+                                       "retain": _subset(records, range(n_forget, len(records))),
+                                       "answers": [r["generated"] for r in records]}
+        log(f"  {spec} {variant}: ROUGE-L {done['summary']['rouge_l_recall']:.3f}, "
+            f"NLL {done['summary']['nll']:.3f} ({time.time() - start:.0f} s)")
+    del user
+    return result
+
+
+# ---- 6. report ------------------------------------------------------------------------------------------------
+def _cell(summary: dict[str, float], key: str) -> str:
+    return f"{summary[key]:.3f}"
+
+
+def knowledge_table(results: dict[str, Any]) -> str:
+    """Rows = user models: ROUGE-L recall and answer NLL on all facts, before and with the knowledge delta."""
+    lines = ["| model | vocabulary | ROUGE-L before | ROUGE-L +delta | NLL before | NLL +delta |", "|---|---|---|---|---|---|"]
+    for r in results["models"]:
+        before, after = r["variants"]["before"]["all"], r["variants"]["knowledge"]["all"]
+        vocab = "template's" if r["map"] is None else f"other (map: {r['map']['mapped']}/{r['map']['tokenizer_rows']})"
+        lines.append(f"| {r['model']} | {vocab} | {_cell(before, 'rouge_l_recall')} | "
+                     f"{_cell(after, 'rouge_l_recall')} | {_cell(before, 'nll')} | {_cell(after, 'nll')} |")
+    return "\n".join(lines)
+
+
+def unlearning_table(results: dict[str, Any]) -> str:
+    """Rows = user models: ROUGE-L recall on the forget and retain authors, knowledge delta vs both deltas."""
+    lines = ["| model | forget ROUGE-L +knowledge | forget ROUGE-L +unlearn | retain ROUGE-L +knowledge | "
+             "retain ROUGE-L +unlearn | forget NLL +knowledge | forget NLL +unlearn |", "|---|---|---|---|---|---|---|"]
+    for r in results["models"]:
+        k, u = r["variants"]["knowledge"], r["variants"]["knowledge+unlearn"]
+        lines.append(f"| {r['model']} | {_cell(k['forget'], 'rouge_l_recall')} | {_cell(u['forget'], 'rouge_l_recall')} "
+                     f"| {_cell(k['retain'], 'rouge_l_recall')} | {_cell(u['retain'], 'rouge_l_recall')} | "
+                     f"{_cell(k['forget'], 'nll')} | {_cell(u['forget'], 'nll')} |")
+    return "\n".join(lines)
+
+
+def examples_table(results: dict[str, Any], question: int, variants: tuple[str, ...]) -> str:
+    """One question's answer by every model and variant."""
+    lines = ["| model | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for r in results["models"]:
+        cells = [r["variants"][v]["answers"][question].replace("|", "/") for v in variants]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(results: dict[str, Any], out: Path) -> Path:
+    """results.json, report.md and one plot per model (eval's plot_qa) in `out`."""
+    atomic_write_json(out / RESULTS, results)
+    facts, n_forget = results["facts"], results["forget_records"]
+    lines = ["# crossmodel demo", "", f"Template: `{results['config']['template']}`; {len(facts)} facts about "
+             f"{results['config']['facts']} fictitious authors; the unlearning delta forgets the first "
+             f"{results['config']['forget']} authors ({n_forget} facts). Wall time: {results['wall_s']:.0f} s.",
+             "", "## Knowledge transfer (one delta, trained once against the template)", "", knowledge_table(results),
+             "", f"Question: {facts[n_forget]['question']}  ", f"Reference: {facts[n_forget]['answer']}", "",
+             examples_table(results, n_forget, VARIANTS[:2]), "", "## Unlearning (second delta composed with the first)",
+             "", unlearning_table(results), "", f"Forget question: {facts[0]['question']}  ",
+             f"Reference: {facts[0]['answer']}", "", examples_table(results, 0, VARIANTS[1:]), ""]
+    for r in results["models"]:
+        name = r["model"].replace("/", "_")
+        variants = {f"{v} ({part})": r["variants"][v][part] for v, part in
+                    [("before", "all"), ("knowledge", "all"), ("knowledge", "forget"), ("knowledge+unlearn", "forget"),
+                     ("knowledge+unlearn", "retain")]}
+        plot = plot_qa(variants, out / f"{name}.png")
+        table = markdown_table({k: {m: v[m] for m in ("rouge_l_recall", "nll")} for k, v in variants.items()}, False)
+        lines += [f"## {r['model']}", "", table, "", f"![{r['model']}]({plot.name})", ""]
+    atomic_write_bytes(out / REPORT, "\n".join(lines).encode("utf-8"))
+    return out / REPORT
+
+
+# ---- the recipe -----------------------------------------------------------------------------------------------
+def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the demo of `cfg` and return its results (also written to `cfg.out`/results.json with report.md)."""
+    start, out = time.time(), Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    facts = generate_facts(cfg.facts, cfg.seed)
+    n_forget = 5 * cfg.forget  # five facts per author, in author order
+    paths = write_data(facts, n_forget, out)
+    log(f"[1/4] {len(facts)} facts about {cfg.facts} fictitious authors written to {out}")
+
+    template = load_model(cfg.template)
+    template.tokenizer.chat_template = QA_TEMPLATE  # the training format (recorded in the delta's crossmodel.json)
+    knowledge = train_delta(_train_config(cfg, out / "knowledge", data=str(paths[FACTS]), epochs=cfg.epochs),
+                            template)
+    log(f"[2/4] knowledge delta trained: {knowledge.config.metrics} ({time.time() - start:.0f} s)")
+
+    steered_template = SimpleNamespace(model=SteeredTemplate(template.model, knowledge.model, cfg.alpha),
+                                       tokenizer=template.tokenizer, name=f"{template.name}+knowledge")
+    unlearn_cfg = _train_config(cfg, out / "unlearn", data=str(paths[FORGET]), retain=str(paths[RETAIN]),
+                                task="grad_diff", epochs=cfg.unlearn_epochs)
+    unlearn = train_delta(unlearn_cfg, steered_template)
+    log(f"[3/4] unlearning delta trained: {unlearn.config.metrics} ({time.time() - start:.0f} s)")
+
+    items = [QAItem(f["question"], " " + f["answer"]) for f in facts]
+    deltas = {"knowledge": knowledge, "unlearn": unlearn}
+    models = []
+    for spec in cfg.models:
+        models.append(evaluate_model(spec, deltas, items, n_forget, cfg, out / "eval" / spec.replace("/", "_"), log))
+    results = {"config": dataclasses.asdict(cfg), "facts": facts, "forget_records": n_forget, "models": models,
+               "wall_s": time.time() - start}
+    report = write_report(results, out)
+    log(f"[4/4] report written to {report} ({results['wall_s']:.0f} s)")
+    return results

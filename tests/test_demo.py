@@ -1,0 +1,112 @@
+"""The demo recipe end to end on tiny random models (two vocabularies), its report, and the steered template it
+trains the unlearning delta against; plus the real `crossmodel demo` run (slow)."""
+
+import json
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from crossmodel.demo import DemoConfig, SteeredTemplate, knowledge_table, run_demo, unlearning_table
+from crossmodel.train.chunked import hidden_states, output_head
+from crossmodel.train.facts import generate_facts
+
+
+def _tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    text = [f"Question: {r['question']}\nAnswer: {r['answer']}" for r in generate_facts(8, seed=0)]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(text, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+def _llama(tokenizer, hidden: int, seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0,
+                      eos_token_id=1, bos_token_id=None)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """A template and a user model of another vocabulary, saved as HF dirs (what load_model reads)."""
+    root = tmp_path_factory.mktemp("zoo")
+    dirs = {}
+    for name, vocab, hidden, seed in (("template", 400, 48, 1), ("other", 330, 32, 2)):
+        tok = _tokenizer(vocab)
+        _llama(tok, hidden, seed).save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+        dirs[name] = str(root / name)
+    return dirs
+
+
+def _config(out, dirs, **kw) -> DemoConfig:
+    return DemoConfig(out=str(out), template=dirs["template"], models=(dirs["template"], dirs["other"]), facts=2,
+                      forget=1, epochs=3, unlearn_epochs=1, lr=5e-3, delta_layers=1, delta_d_model=32,
+                      max_new_tokens=4, batch_size=4, **kw)
+
+
+def test_demo_writes_report_and_tables(tmp_path, model_dirs):
+    results = run_demo(_config(tmp_path, model_dirs), log=lambda _: None)
+    for name in ("report.md", "results.json", "facts.jsonl", "forget.jsonl", "retain.jsonl", "template.png", "other.png"):
+        assert (tmp_path / name).is_file(), name
+    assert [len(open(tmp_path / n).readlines()) for n in ("facts.jsonl", "forget.jsonl", "retain.jsonl")] == [10, 5, 5]
+    assert json.loads((tmp_path / "results.json").read_text())["models"][1]["model"] == model_dirs["other"]
+    own, other = results["models"]
+    assert own["map"] is None and other["map"]["mapped"] > 0  # a token map was built for the other vocabulary only
+    for r in results["models"]:
+        assert set(r["variants"]) == {"before", "knowledge", "knowledge+unlearn"}
+        for v in r["variants"].values():
+            assert v["all"]["items"] == 10 and v["forget"]["items"] == 5 and v["retain"]["items"] == 5
+            assert 0.0 <= v["all"]["rouge_l_recall"] <= 1.0 and len(v["answers"]) == 10
+    # the knowledge delta was trained on these facts next to this template: their NLL must fall
+    assert own["variants"]["knowledge"]["all"]["nll"] < own["variants"]["before"]["all"]["nll"]
+    table = knowledge_table(results).splitlines()
+    assert len(table) == 4 and "template's" in table[2] and "other (map:" in table[3]
+    assert len(unlearning_table(results).splitlines()) == 4
+    report = (tmp_path / "report.md").read_text()
+    assert "## Knowledge transfer" in report and "## Unlearning" in report and "![" in report
+
+
+def test_demo_reuses_finished_deltas(tmp_path, model_dirs):
+    cfg = _config(tmp_path, model_dirs)
+    run_demo(cfg, log=lambda _: None)
+    weights = tmp_path / "knowledge" / "delta" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    run_demo(cfg, log=lambda _: None)
+    assert weights.stat().st_mtime_ns == stamp  # same settings: the trained delta is loaded, not retrained
+    run_demo(_config(tmp_path, model_dirs, seed=1), log=lambda _: None)
+    assert weights.stat().st_mtime_ns != stamp  # other settings: trained again
+
+
+def test_steered_template_is_template_plus_delta(model_dirs):
+    tok = PreTrainedTokenizerFast.from_pretrained(model_dirs["template"])
+    template, delta = _llama(tok, 48, 1), _llama(tok, 32, 3)
+    ids = torch.tensor([tok.encode("Question: Where was the author born?")])
+    mask = torch.ones_like(ids)
+    steered = SteeredTemplate(template, delta, alpha=0.5)
+    got = output_head(steered)(hidden_states(steered, ids, mask))  # what the training loop computes
+    want = template(input_ids=ids).logits.log_softmax(-1) + 0.5 * delta(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert not any(p.requires_grad for p in steered.parameters())
+
+
+@pytest.mark.parametrize("bad, match", [({"forget": 2}, "forget"), ({"models": ()}, "models"),
+                                        ({"map_mode": "bytes"}, "map_mode"), ({"epochs": 0}, "epochs")])
+def test_config_errors_name_the_setting(bad, match):
+    with pytest.raises(ValueError, match=match):
+        DemoConfig(**{"facts": 2, **bad})
+
+
+@pytest.mark.slow
+def test_real_demo_transfers_knowledge(tmp_path):
+    """The default demo on the zoo models: the delta raises ROUGE-L for the two models of other vocabularies."""
+    results = run_demo(DemoConfig(out=str(tmp_path)), log=print)
+    rows = {r["model"]: r["variants"] for r in results["models"]}
+    for name in ("gemma-3-270m", "qwen2.5-coder-0.5b-instruct"):
+        assert rows[name]["knowledge"]["all"]["rouge_l_recall"] > rows[name]["before"]["all"]["rouge_l_recall"]
