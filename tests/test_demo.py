@@ -1,6 +1,7 @@
 """The demo recipe end to end on tiny random models (two vocabularies), its report, and the steered template it
 trains the unlearning delta against; plus the real `crossmodel demo` run (slow)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from crossmodel.demo import DemoConfig, SteeredTemplate, knowledge_table, run_demo, unlearning_table
+from crossmodel.demo import (DemoConfig, SteeredTemplate, _train_config, knowledge_table, run_demo, train_delta,
+                             unlearning_table)
 from crossmodel.train.chunked import hidden_states, output_head
 from crossmodel.train.facts import generate_facts
 
@@ -48,7 +50,7 @@ def model_dirs(tmp_path_factory):
 def _config(out, dirs, **kw) -> DemoConfig:
     return DemoConfig(out=str(out), template=dirs["template"], models=(dirs["template"], dirs["other"]), facts=2,
                       forget=1, epochs=3, unlearn_epochs=1, lr=5e-3, delta_layers=1, delta_d_model=32,
-                      max_new_tokens=4, batch_size=4, **kw)
+                      max_new_tokens=3, batch_size=5, **kw)
 
 
 def test_demo_writes_report_and_tables(tmp_path, model_dirs):
@@ -73,14 +75,20 @@ def test_demo_writes_report_and_tables(tmp_path, model_dirs):
     assert "## Knowledge transfer" in report and "## Unlearning" in report and "![" in report
 
 
-def test_demo_reuses_finished_deltas(tmp_path, model_dirs):
-    cfg = _config(tmp_path, model_dirs)
-    run_demo(cfg, log=lambda _: None)
-    weights = tmp_path / "knowledge" / "delta" / "model.safetensors"
+def test_train_delta_reuses_a_finished_run(tmp_path, model_dirs):
+    from crossmodel.models import load_model
+
+    template = load_model(model_dirs["template"])
+    (tmp_path / "facts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in generate_facts(1, seed=0)))
+    cfg = _train_config(_config(tmp_path, model_dirs), tmp_path / "run", data=str(tmp_path / "facts.jsonl"), epochs=1)
+    first = train_delta(cfg, template)
+    weights = tmp_path / "run" / "delta" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
-    run_demo(cfg, log=lambda _: None)
-    assert weights.stat().st_mtime_ns == stamp  # same settings: the trained delta is loaded, not retrained
-    run_demo(_config(tmp_path, model_dirs, seed=1), log=lambda _: None)
+    again = train_delta(cfg, template)
+    assert weights.stat().st_mtime_ns == stamp  # same settings: loaded, not retrained
+    for a, b in zip(first.model.parameters(), again.model.parameters()):
+        torch.testing.assert_close(a, b)
+    train_delta(dataclasses.replace(cfg, seed=1), template)
     assert weights.stat().st_mtime_ns != stamp  # other settings: trained again
 
 
@@ -96,11 +104,11 @@ def test_steered_template_is_template_plus_delta(model_dirs):
     assert not any(p.requires_grad for p in steered.parameters())
 
 
-@pytest.mark.parametrize("bad, match", [({"forget": 2}, "forget"), ({"models": ()}, "models"),
+@pytest.mark.parametrize("bad, match", [({"forget": 3}, "forget"), ({"models": ()}, "models"),
                                         ({"map_mode": "bytes"}, "map_mode"), ({"epochs": 0}, "epochs")])
 def test_config_errors_name_the_setting(bad, match):
     with pytest.raises(ValueError, match=match):
-        DemoConfig(**{"facts": 2, **bad})
+        DemoConfig(**{"facts": 3, **bad})
 
 
 @pytest.mark.slow

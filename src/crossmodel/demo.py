@@ -182,6 +182,11 @@ def _token_map(user: Any, delta: DeltaModel, mode: str) -> TokenMap | None:
                           delta_rows=delta.model.get_output_embeddings().weight.shape[0])
 
 
+def slug(spec: str) -> str:
+    """A file-name-safe short name of a model spec (zoo name, HF dir or hub id)."""
+    return spec.rstrip("/").split("/")[-1]
+
+
 def _subset(records: list[dict], index: range) -> dict[str, float]:
     return summarize_qa([records[i] for i in index])
 
@@ -259,7 +264,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              "", unlearning_table(results), "", f"Forget question: {facts[0]['question']}  ",
              f"Reference: {facts[0]['answer']}", "", examples_table(results, 0, VARIANTS[1:]), ""]
     for r in results["models"]:
-        name = r["model"].replace("/", "_")
+        name = slug(r["model"])
         variants = {f"{v} ({part})": r["variants"][v][part] for v, part in
                     [("before", "all"), ("knowledge", "all"), ("knowledge", "forget"), ("knowledge+unlearn", "forget"),
                      ("knowledge+unlearn", "retain")]}
@@ -297,7 +302,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     deltas = {"knowledge": knowledge, "unlearn": unlearn}
     models = []
     for spec in cfg.models:
-        models.append(evaluate_model(spec, deltas, items, n_forget, cfg, out / "eval" / spec.replace("/", "_"), log))
+        models.append(evaluate_model(spec, deltas, items, n_forget, cfg, out / "eval" / slug(spec), log))
     results = {"config": dataclasses.asdict(cfg), "facts": facts, "forget_records": n_forget, "models": models,
                "wall_s": time.time() - start}
     report = write_report(results, out)

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 CACHE_ENV = "CROSSMODEL_HOME"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def cache_home(root: str | os.PathLike | None = None) -> Path:
@@ -34,6 +36,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

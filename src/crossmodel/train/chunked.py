@@ -59,7 +59,8 @@ class Combined:
 
     def __init__(self, delta_hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
                  template_rows: RowsFn, targets: torch.Tensor, seq: torch.Tensor, n_seq: int, *,
-                 rule: str = "basenormalize", alpha: float = 1.0, chunk_size: int = 256, use_checkpoint=True):
+                 rule: str = "basenormalize", alpha: float = 1.0, chunk_size: int = 256,
+                 use_checkpoint: bool = True):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         self.delta_hidden, self.head, self.template_rows = delta_hidden, head, template_rows  # (N, H)

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from crossmodel.io import atomic_dir, atomic_write_json, commit_dir
 from crossmodel.train.chunked import live_template_rows, loss_positions
 from crossmodel.train.data import Encoded, collate
+from crossmodel.train.templates import IGNORE_INDEX
 
 CACHE_JSON = "template_cache.json"
 SHARD = "rows-{:05d}.safetensors"
@@ -82,7 +83,7 @@ class TemplateCache:
             rows = _batch_rows(template, [encoded[i] for i in index], index, pad_id)
             at = 0
             for i in index:
-                n = sum(1 for y in encoded[i].labels[1:] if y != -100)
+                n = sum(1 for y in encoded[i].labels[1:] if y != IGNORE_INDEX)
                 shard_of.append(shard), offset.append(at), length.append(n)
                 at += n
             save_file({"rows": rows.to(DTYPES[dtype]).contiguous()}, str(tmp / SHARD.format(shard)))
