@@ -80,7 +80,8 @@ def test_train_delta_reuses_a_finished_run(tmp_path, model_dirs):
 
     template = load_model(model_dirs["template"])
     (tmp_path / "facts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in generate_facts(1, seed=0)))
-    cfg = _train_config(_config(tmp_path, model_dirs), tmp_path / "run", data=str(tmp_path / "facts.jsonl"), epochs=1)
+    cfg = _train_config(_config(tmp_path, model_dirs), tmp_path / "run", data=str(tmp_path / "facts.jsonl"), epochs=1,
+                        lr=1e-3)
     first = train_delta(cfg, template)
     weights = tmp_path / "run" / "delta" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns

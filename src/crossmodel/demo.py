@@ -42,6 +42,7 @@ QA_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}Answer:{% endif %}"
 )
+QA_PROMPT = "Question: {question}\nAnswer:"  # = QA_TEMPLATE's generation prefix for one question
 STOP = ("\n",)  # one answer is one line; base models go on with a new "Question:" after it
 VARIANTS = ("before", "knowledge", "knowledge+unlearn")
 RESULTS, REPORT, FACTS, FORGET, RETAIN = "results.json", "report.md", "facts.jsonl", "forget.jsonl", "retain.jsonl"
@@ -57,8 +58,9 @@ class DemoConfig:
     facts: int = field(default=6, metadata={"help": "fictitious authors (5 facts each)"})
     forget: int = field(default=2, metadata={"help": "authors the unlearning delta makes the models forget"})
     epochs: int = field(default=10, metadata={"help": "epochs of the knowledge delta"})
-    unlearn_epochs: int = field(default=4, metadata={"help": "epochs of the unlearning delta"})
-    lr: float = field(default=2e-3, metadata={"help": "peak learning rate of both deltas"})
+    unlearn_epochs: int = field(default=6, metadata={"help": "epochs of the unlearning delta"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate of the knowledge delta"})
+    unlearn_lr: float = field(default=5e-3, metadata={"help": "peak learning rate of the unlearning delta"})
     alpha: float = field(default=1.0, metadata={"help": "delta strength when steering the user models"})
     map_mode: str = field(default="normalized", metadata={"help": "token map mode for other vocabularies"})
     delta_layers: int = 2
@@ -78,8 +80,8 @@ class DemoConfig:
         for name in ("epochs", "unlearn_epochs", "max_new_tokens", "batch_size", "delta_layers", "delta_d_model"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DemoConfig.{name}={getattr(self, name)} must be >= 1")
-        if not self.lr > 0 or not self.alpha > 0:
-            raise ValueError(f"DemoConfig.lr={self.lr} and alpha={self.alpha} must be > 0")
+        if not min(self.lr, self.unlearn_lr, self.alpha) > 0:
+            raise ValueError(f"DemoConfig.lr={self.lr}, unlearn_lr={self.unlearn_lr} and alpha={self.alpha} must be > 0")
 
 
 # ---- 2. data --------------------------------------------------------------------------------------------------
@@ -145,7 +147,7 @@ class SteeredTemplate(torch.nn.Module):
 
 def _train_config(cfg: DemoConfig, out: Path, **overrides: Any) -> TrainConfig:
     return TrainConfig(template=cfg.template, out=str(out), delta_layers=cfg.delta_layers,
-                       delta_d_model=cfg.delta_d_model, delta_heads=4, lr=cfg.lr, batch_size=4, max_length=128,
+                       delta_d_model=cfg.delta_d_model, delta_heads=4, batch_size=4, max_length=128,
                        save_every=0, seed=cfg.seed, progress=False, **overrides)
 
 
@@ -287,18 +289,19 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
 
     template = load_model(cfg.template)
     template.tokenizer.chat_template = QA_TEMPLATE  # the training format (recorded in the delta's crossmodel.json)
-    knowledge = train_delta(_train_config(cfg, out / "knowledge", data=str(paths[FACTS]), epochs=cfg.epochs),
+    knowledge = train_delta(_train_config(cfg, out / "knowledge", data=str(paths[FACTS]), epochs=cfg.epochs,
+                                           lr=cfg.lr),
                             template)
     log(f"[2/4] knowledge delta trained: {knowledge.config.metrics} ({time.time() - start:.0f} s)")
 
     steered_template = SimpleNamespace(model=SteeredTemplate(template.model, knowledge.model, cfg.alpha),
                                        tokenizer=template.tokenizer, name=f"{template.name}+knowledge")
     unlearn_cfg = _train_config(cfg, out / "unlearn", data=str(paths[FORGET]), retain=str(paths[RETAIN]),
-                                task="grad_diff", epochs=cfg.unlearn_epochs)
+                                task="grad_diff", epochs=cfg.unlearn_epochs, lr=cfg.unlearn_lr)
     unlearn = train_delta(unlearn_cfg, steered_template)
     log(f"[3/4] unlearning delta trained: {unlearn.config.metrics} ({time.time() - start:.0f} s)")
 
-    items = [QAItem(f["question"], " " + f["answer"]) for f in facts]
+    items = [QAItem(QA_PROMPT.format(question=f["question"]), " " + f["answer"]) for f in facts]
     deltas = {"knowledge": knowledge, "unlearn": unlearn}
     models = []
     for spec in cfg.models:

@@ -128,4 +128,4 @@ def test_cli_transplant_with_distillation(tmp_path, tokenizer, char_tok):
     assert record["map"]["mode"] == "one-to-many" and record["distill"]["config"]["steps"] == 2
     assert DeltaModel.load(tmp_path / "out").rows == len(char_tok)
     failed = runner.invoke(app, [*args, "--distill-steps", "2"])
-    assert failed.exit_code != 0 and "--distill-data" in str(failed.exception)
+    assert failed.exit_code == 1 and "--distill-data" in failed.output

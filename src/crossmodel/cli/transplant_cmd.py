@@ -17,8 +17,10 @@ def transplant(
     out: Path = typer.Option(..., help="directory of the transplanted delta"),
     mode: str = typer.Option("one-to-many", help="map mode: one-to-many | normalized | cmc"),
     map_dir: Optional[Path] = typer.Option(None, "--map", help="a prebuilt map TARGET -> DELTA (replaces --mode)"),
-    distill_steps: Optional[int] = typer.Option(None, help="alignment steps toward the original's mapped logits (default 200 with --distill-data)"),
-    distill_data: Optional[Path] = typer.Option(None, help="texts for the alignment (TOFU-style JSON or --distill-format text)"),
+    distill_steps: Optional[int] = typer.Option(
+        None, help="alignment steps toward the original's mapped logits (default 200 with --distill-data)"),
+    distill_data: Optional[Path] = typer.Option(
+        None, help="texts for the alignment (TOFU-style JSON, or a text file with --distill-format text)"),
     distill_format: str = typer.Option("tofu", help="text | tofu | alpaca | chat"),
     distill_lr: float = typer.Option(1e-4, help="alignment learning rate"),
 ) -> None:
@@ -27,10 +29,15 @@ def transplant(
 
     from crossmodel.train.distill import DistillConfig, run_transplant
 
-    wanted = distill_steps is not None or distill_data is not None
-    cfg = DistillConfig(steps=distill_steps or DistillConfig.steps, lr=distill_lr) if wanted else None
-    path, record = run_transplant(delta, to, out, mode=mode, token_map=map_dir, distill_data=distill_data,
-                                  distill_format=distill_format, cfg=cfg)
+    try:
+        wanted = distill_steps is not None or distill_data is not None
+        cfg = DistillConfig(steps=distill_steps or DistillConfig.steps, lr=distill_lr) if wanted else None
+        path, record = run_transplant(delta, to, out, mode=mode, token_map=map_dir, distill_data=distill_data,
+                                      distill_format=distill_format, cfg=cfg)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        typer.secho(f"error: {err}", fg="red", err=True)
+        raise typer.Exit(1)
     rprint(f"[green]transplanted delta saved to[/green] {path}  rows: {record['rows']}")
     if "distill" in record:
-        rprint(f"alignment: before {record['distill']['agreement_before']}  after {record['distill']['agreement_after']}")
+        done = record["distill"]
+        rprint(f"alignment: before {done['agreement_before']}\n           after  {done['agreement_after']}")

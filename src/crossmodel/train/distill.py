@@ -49,7 +49,8 @@ class DistillConfig:
     lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate (the delta's weights are ~0.02 in size)"})
     batch_size: int = field(default=4, metadata={"help": "texts per step"})
     max_length: int = field(default=128, metadata={"help": "tokens per text, in either tokenization"})
-    loss: str = field(default="kl", metadata={"help": f"one of {sorted(DISTILL_LOSSES)}"})
+    loss: str = field(default="mse", metadata={"help": f"one of {sorted(DISTILL_LOSSES)}; mse measured best "
+                                                                 "(docs/TRANSPLANT.md)"})
     trainable: str = field(default="all", metadata={"help": f"one of {TRAINABLE}"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
     seed: int = field(default=0, metadata={"help": "text order"})

@@ -2,8 +2,8 @@
 computed once and reused across epochs (unlearning runs many epochs over small sets).
 
 Form: full rows of log_softmax(z_template) in float16 on disk (safetensors shards, read back by slice). float16
-rather than bfloat16 because its 11-bit mantissa keeps the loss within ~1e-4 relative of the recomputed one
-(bfloat16's 8 bits give ~1e-3; see docs/TRAINING.md). Log-probs rather than logits, because every combination
+rather than bfloat16 because its 11-bit mantissa keeps every loss within ~5e-5 relative of the recomputed one
+on SmolLM2 + TOFU (bfloat16's 8 bits: ~2.5e-4; benchmarks/train_cache.py, docs/TRAINING.md). Log-probs rather than logits, because every combination
 rule gives the same normalised combined distribution when handed log_softmax(z_template) instead of z_template.
 A JSON key (template weights digest, token ids, dtype) guards against reuse with another template or data set.
 """
