@@ -70,32 +70,33 @@ def main() -> None:
     smol, gemma = load_model("smollm2-135m-instruct"), load_model("gemma-3-270m")
     delta = DeltaModel.create(vocabulary_of=smol, layers=4, d_model=160, heads=4, init_from="template", seed=0)
     params = sum(p.numel() for p in delta.model.parameters()) / 1e6
-    token_map = TokenMap.build(gemma.tokenizer, smol.tokenizer, user_rows=gemma.model.get_output_embeddings().weight.shape[0],
-                               delta_rows=delta.rows)
-    rows = []
+    gemma_rows = gemma.model.get_output_embeddings().weight.shape[0]
+    token_map = TokenMap.build(gemma.tokenizer, smol.tokenizer, user_rows=gemma_rows, delta_rows=delta.rows)
+    print(f"greedy, {n} new tokens, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}, delta {params:.1f}M parameters")
+    print(f"| {'run':<52} | {'ms/token':>8} | {'tokens/s':>8} | {'tokens':>6} | ratio |")
+    print(f"|{'-' * 54}|{'-' * 10}|{'-' * 10}|{'-' * 8}|-------|", flush=True)
+
+    def row(name: str, sec: float, tokens: int, ratio: str) -> None:
+        print(f"| {name:<52} | {sec * 1e3:8.1f} | {1 / sec:8.1f} | {tokens:6d} | {ratio} |", flush=True)
+
     same = steer(smol, deltas=[(delta, 1.0, None)])
     p1 = PROMPTS[:1]
     t_plain, k_plain = best_time(plain_fn(smol, same, p1, n), r)
+    row("SmolLM2-135M plain generate, batch 1", t_plain, k_plain, "1.00x")
     t_same, k_same = best_time(steered_fn(same, p1, n), r)
-    rows.append(("SmolLM2-135M plain generate, batch 1", t_plain, k_plain, "1.00x"))
-    rows.append((f"SmolLM2-135M + {params:.1f}M delta (same vocab)", t_same, k_same, f"{t_same / t_plain:.2f}x plain"))
+    row("SmolLM2-135M + delta (same vocab), batch 1", t_same, k_same, f"{t_same / t_plain:.2f}x plain")
     cross = steer(gemma, deltas=[(delta, 1.0, token_map)])
     full = steer(gemma, deltas=[(delta, 1.0, token_map)], sync="full")
     g_plain, gk_plain = best_time(plain_fn(gemma, cross, p1, n), r)
+    row("Gemma-3-270m plain generate, batch 1", g_plain, gk_plain, "1.00x")
     g_inc, gk_inc = best_time(steered_fn(cross, p1, n), r)
+    row("Gemma-3-270m + SmolLM2-vocab delta, incremental", g_inc, gk_inc, f"{g_inc / g_plain:.2f}x plain")
     g_full, gk_full = best_time(steered_fn(full, p1, n), 1)
-    rows.append(("Gemma-3-270m plain generate, batch 1", g_plain, gk_plain, "1.00x"))
-    rows.append(("Gemma-3-270m + SmolLM2-vocab delta, incremental", g_inc, gk_inc, f"{g_inc / g_plain:.2f}x plain"))
-    rows.append(("Gemma-3-270m + SmolLM2-vocab delta, full re-encode", g_full, gk_full,
-                 f"{g_full / g_plain:.2f}x plain, {g_full / g_inc:.1f}x incremental"))
+    row("Gemma-3-270m + SmolLM2-vocab delta, full re-encode", g_full, gk_full,
+        f"{g_full / g_plain:.2f}x plain, {g_full / g_inc:.1f}x incremental")
     b8, k8 = best_time(steered_fn(same, PROMPTS[:8], n), r)
-    rows.append(("SmolLM2-135M + delta, batch 8", b8, k8, f"{t_same / b8:.1f}x tokens/s of batch 1"))
-    print(f"greedy, {n} new tokens, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}")
-    print(f"| {'run':<52} | {'ms/token':>8} | {'tokens/s':>8} | {'tokens':>6} | ratio |")
-    print(f"|{'-' * 54}|{'-' * 10}|{'-' * 10}|{'-' * 8}|-------|")
-    for name, sec, tokens, ratio in rows:
-        print(f"| {name:<52} | {sec * 1e3:8.1f} | {1 / sec:8.1f} | {tokens:6d} | {ratio} |")
+    row("SmolLM2-135M + delta, batch 8", b8, k8, f"{t_same / b8:.1f}x tokens/s of batch 1")
 
 
 if __name__ == "__main__":

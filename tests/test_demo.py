@@ -9,7 +9,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from crossmodel.demo import (DemoConfig, SteeredTemplate, _train_config, knowledge_table, run_demo, train_delta,
+from crossmodel.demo import (QA_PROMPT, QA_TEMPLATE, DemoConfig, SteeredTemplate, _train_config, knowledge_table, run_demo, train_delta,
                              unlearning_table)
 from crossmodel.train.chunked import hidden_states, output_head
 from crossmodel.train.facts import generate_facts
@@ -103,6 +103,17 @@ def test_steered_template_is_template_plus_delta(model_dirs):
     want = template(input_ids=ids).logits.log_softmax(-1) + 0.5 * delta(input_ids=ids).logits
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     assert not any(p.requires_grad for p in steered.parameters())
+
+
+def test_prompt_is_the_training_format(model_dirs):
+    """Evaluation prompts must be exactly what the deltas saw in training before each answer."""
+    from crossmodel.train.templates import encode_pair
+
+    tok = PreTrainedTokenizerFast.from_pretrained(model_dirs["template"])
+    ids, labels = encode_pair(tok, [{"role": "user", "content": "Who?"}], "Amara.", QA_TEMPLATE, 64)
+    prompt = [i for i, label in zip(ids, labels) if label == -100]
+    assert prompt == tok.encode(QA_PROMPT.format(question="Who?"))
+    assert tok.decode(ids[len(prompt):]) == " Amara.<eos>\n"  # the answer keeps its leading space
 
 
 @pytest.mark.parametrize("bad, match", [({"forget": 3}, "forget"), ({"models": ()}, "models"),

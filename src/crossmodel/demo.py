@@ -43,7 +43,8 @@ QA_TEMPLATE = (
     "{% if add_generation_prompt %}Answer:{% endif %}"
 )
 QA_PROMPT = "Question: {question}\nAnswer:"  # = QA_TEMPLATE's generation prefix for one question
-STOP = ("\n",)  # one answer is one line; base models go on with a new "Question:" after it
+# Base models go on with a new "Question:" after answering; some models start their answer on a new line.
+STOP = ("\nQuestion", "\n\n")
 VARIANTS = ("before", "knowledge", "knowledge+unlearn")
 RESULTS, REPORT, FACTS, FORGET, RETAIN = "results.json", "report.md", "facts.jsonl", "forget.jsonl", "retain.jsonl"
 
@@ -163,14 +164,14 @@ def train_delta(train_cfg: TrainConfig, template: Any) -> DeltaModel:
 
 # ---- 5. steering and evaluation -------------------------------------------------------------------------------
 class _Answerer:
-    """A steered model behind eval's `Evaluable` interface, stopping each answer at its end of line."""
+    """A steered model behind eval's `Evaluable` interface; an answer is the first non-empty line generated."""
 
     def __init__(self, steered: Any, batch_size: int):
         self.steered, self.batch_size = steered, batch_size
 
     def generate(self, prompts, max_new_tokens=128, do_sample=False, chat=False):
         out = self.steered.generate(prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, chat=chat, stop=STOP)
-        return [t.strip() for t in out]
+        return [next((line.strip() for line in t.splitlines() if line.strip()), "") for t in out]  # first line
 
     def score(self, prompts, continuations, chat=False):
         return self.steered.score(prompts, continuations, chat=chat, batch_size=self.batch_size)
@@ -197,7 +198,11 @@ def evaluate_model(spec: str, deltas: dict[str, DeltaModel], items: list[QAItem]
                    out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """One user model: plain, + knowledge delta, + both deltas; summaries on all / forget / retain facts."""
     user = load_model(spec)
-    maps = {name: _token_map(user, d, cfg.map_mode) for name, d in deltas.items()}
+    by_vocab: dict[str, TokenMap | None] = {}  # both deltas share the template's vocabulary: one map
+    for d in deltas.values():
+        if d.config.vocab_fingerprint not in by_vocab:
+            by_vocab[d.config.vocab_fingerprint] = _token_map(user, d, cfg.map_mode)
+    maps = {name: by_vocab[d.config.vocab_fingerprint] for name, d in deltas.items()}
     coverage = maps["knowledge"].coverage() if maps["knowledge"] is not None else None
     entries = {"before": [], "knowledge": ["knowledge"], "knowledge+unlearn": ["knowledge", "unlearn"]}
     result: dict[str, Any] = {"model": spec, "vocab_fingerprint": user.fingerprint, "map": coverage, "variants": {}}
