@@ -124,7 +124,7 @@ def test_cli_transplant_with_distillation(tmp_path, tokenizer, char_tok):
     result = runner.invoke(app, [*args, "--distill-steps", "2", "--distill-data", str(tmp_path / "facts.jsonl")])
     assert result.exit_code == 0, result.output
     raw = json.loads((tmp_path / "out" / "crossmodel.json").read_text())
-    record = raw.get("provenance") or raw["data"]["transplant"]
+    record = raw["provenance"]
     assert record["map"]["mode"] == "one-to-many" and record["distill"]["config"]["steps"] == 2
     assert DeltaModel.load(tmp_path / "out").rows == len(char_tok)
     failed = runner.invoke(app, [*args, "--distill-steps", "2"])

@@ -157,6 +157,21 @@ def build_transplant_map(delta: DeltaModel, tokenizer: Any, rows: int, mode: str
     return TokenMap.build(tokenizer, delta.tokenizer, mode=mode, user_rows=rows, delta_rows=delta.rows, **options)
 
 
+def _record(delta: DeltaModel, source_path: Path | None, target_name: str, rows: int, token_map: Any,
+            origin: torch.Tensor) -> dict[str, Any]:
+    """The provenance written to crossmodel.json: source, target, map and how each row was made."""
+    counts = {name: int((origin == code).sum())
+              for name, code in (("exact", ROW_EXACT), ("combined", ROW_COMBINED), ("unmapped_mean", ROW_UNMAPPED))}
+    record = {"kind": "transplant", "source": str(source_path or ""), "source_rows": delta.rows,
+              "source_weights_sha256": weights_digest(delta.model),
+              "source_vocab_fingerprint": delta.config.vocab_fingerprint or vocab_fingerprint(delta.tokenizer),
+              "target": target_name, "target_rows": rows, "rows": counts,
+              "map": {"dir": MAP_DIR, "mode": token_map.mode, "options": token_map.options}}
+    if delta.config.provenance:  # a transplant of a transplant keeps the chain
+        record["source_provenance"] = delta.config.provenance
+    return record
+
+
 def transplant(delta: DeltaModel | str | Path, to: Any, *, mode: str = "one-to-many", token_map: Any = None,
                rows: int | None = None, **map_options: Any) -> tuple[DeltaModel, Any]:
     """A new DeltaModel in the vocabulary of `to` (model spec, LoadedModel or HF tokenizer), and its map.
@@ -180,28 +195,20 @@ def transplant(delta: DeltaModel | str | Path, to: Any, *, mode: str = "one-to-m
             head.weight.copy_(transplant_weights(source_head.weight, token_map)[0])
         if getattr(source_head, "bias", None) is not None:
             head.bias.copy_(transplant_weights(source_head.bias, token_map)[0])
-    record = {"kind": "transplant", "source": str(source_path or ""), "source_weights_sha256": weights_digest(
-              delta.model), "source_vocab_fingerprint": delta.config.vocab_fingerprint or vocab_fingerprint(
-              delta.tokenizer), "source_rows": delta.rows, "target": target_name, "target_rows": rows,
-              "map": {"dir": MAP_DIR, "mode": token_map.mode, "options": token_map.options},
-              "rows": {"exact": int((origin == ROW_EXACT).sum()), "combined": int((origin == ROW_COMBINED).sum()),
-                       "unmapped_mean": int((origin == ROW_UNMAPPED).sum())}}
+    record = _record(delta, source_path, target_name, rows, token_map, origin)
     arch = {**delta.config.architecture, "vocab_rows": rows, "parameters": sum(p.numel() for p in model.parameters())}
     config = dataclasses.replace(delta.config, vocab_fingerprint=vocab_fingerprint(tokenizer), architecture=arch)
     return DeltaModel(model=model, tokenizer=tokenizer, config=with_provenance(config, record)), token_map
 
 
 def with_provenance(config: Any, record: dict[str, Any]) -> Any:
-    """`config` with `record` as its provenance (DeltaConfig.provenance; until steer adds that field, the
-    record goes under data["transplant"])."""
-    if "provenance" in {f.name for f in dataclasses.fields(config)}:
-        return dataclasses.replace(config, provenance=record)
-    return dataclasses.replace(config, data={**config.data, "transplant": record})
+    """`config` (a DeltaConfig) with `record` as its provenance."""
+    return dataclasses.replace(config, provenance=record)
 
 
 def provenance(config: Any) -> dict[str, Any]:
     """The transplant record of a DeltaConfig ({} for a delta that was not transplanted)."""
-    return dict(getattr(config, "provenance", None) or config.data.get("transplant", {}))
+    return dict(config.provenance or {})
 
 
 def save_transplant(delta: DeltaModel, token_map: Any, directory: str | Path) -> Path:
