@@ -6,7 +6,8 @@ Rows: SmolLM2-135M-Instruct plain vs steered by a ~10M delta in its own vocabula
 Gemma-3-270m plain vs steered by the same SmolLM2-vocabulary delta through a PM-MinED token map, with the
 incremental re-encode + cache crop (target <= 1.25x) and with the reference's full re-encode without cache
 (incremental should be >= 3x faster); steered SmolLM2 at batch 8 vs batch 1 in tokens/s (target >= 4x).
-Times are per generated token (rows may stop at EOS at different lengths), best of `--repeats`.
+EOS is ignored on both sides (min_new_tokens=n for `generate`), so every run generates exactly n tokens per row;
+times are per generated token, best of `--repeats`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def best_time(fn, repeats: int) -> tuple[float, int]:
         start = time.perf_counter()
         ids = fn()
         elapsed = time.perf_counter() - start
-        tokens = int((ids != -1).sum())
+        tokens = ids.numel()
         best = min(best, (elapsed / tokens, tokens))
     return best
 
@@ -45,20 +46,15 @@ def plain_fn(loaded, steered, prompts, n):
 
     def run():
         with torch.no_grad():
-            out = loaded.model.generate(**inputs, max_new_tokens=n, do_sample=False, pad_token_id=steered.pad_id)
-        return _real_tokens(out[:, inputs["input_ids"].shape[1]:], steered)
+            out = loaded.model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                        pad_token_id=steered.pad_id)
+        return out[:, inputs["input_ids"].shape[1]:]
     return run
 
 
 def steered_fn(steered, prompts, n):
-    return lambda: _real_tokens(steered.generate_ids(prompts, n), steered)
-
-
-def _real_tokens(new_ids: torch.Tensor, steered) -> torch.Tensor:
-    """Mark padding after EOS as -1 so only generated tokens count."""
-    done = torch.isin(new_ids, torch.tensor(steered.eos_ids)).cumsum(-1)
-    after_eos = (done - torch.isin(new_ids, torch.tensor(steered.eos_ids)).long()) > 0
-    return new_ids.masked_fill(after_eos, -1)
+    steered.eos_ids = []  # like min_new_tokens=n on the plain side: every run generates exactly n tokens
+    return lambda: steered.generate_ids(prompts, n)
 
 
 def main() -> None:

@@ -53,7 +53,9 @@ def atomic_dir(final: str | os.PathLike) -> Path:
     """A fresh temporary sibling folder of `final`; fill it, then call `commit_dir(tmp, final)`."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp creates 0700; the committed folder gets ordinary permissions
+    return tmp
 
 
 def commit_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:

@@ -17,12 +17,15 @@ def demo(
     epochs: int = typer.Option(10, help="epochs of the knowledge delta"),
     out: str = typer.Option("crossmodel-demo", help="report folder (re-running with it reuses finished steps)"),
     seed: int = typer.Option(0, help="seed of the facts and the deltas"),
+    threads: int = typer.Option(1, help="torch CPU threads; 1 is fastest on a shared machine (see docs/RESULTS.md)"),
 ) -> None:
     """Train a knowledge delta and an unlearning delta once, steer three real LLMs with them, write a report."""
+    import torch
     from rich import print as rprint
 
     from crossmodel.demo import DemoConfig, examples_table, knowledge_table, run_demo, unlearning_table
 
+    torch.set_num_threads(threads)  # several threads spin against each other when other processes share the cores
     flags = {"models": tuple(m.strip() for m in models.split(",") if m.strip())} if models else {}
     results = run_demo(DemoConfig(out=out, facts=facts, forget=forget, epochs=epochs, seed=seed, **flags), log=rprint)
     n = results["forget_records"]
