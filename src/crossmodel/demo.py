@@ -46,6 +46,8 @@ QA_PROMPT = "Question: {question}\nAnswer:"  # = QA_TEMPLATE's generation prefix
 # Base models go on with a new "Question:" after answering; some models start their answer on a new line.
 STOP = ("\nQuestion", "\n\n")
 VARIANTS = ("before", "knowledge", "knowledge+unlearn")
+PLOT_BARS = [("before", "before", "all"), ("+K", "knowledge", "all"), ("+K\nforget", "knowledge", "forget"),
+             ("+K+U\nforget", "knowledge+unlearn", "forget"), ("+K+U\nretain", "knowledge+unlearn", "retain")]
 RESULTS, REPORT, FACTS, FORGET, RETAIN = "results.json", "report.md", "facts.jsonl", "forget.jsonl", "retain.jsonl"
 
 
@@ -272,12 +274,12 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
              f"Reference: {facts[0]['answer']}", "", examples_table(results, 0, VARIANTS[1:]), ""]
     for r in results["models"]:
         name = slug(r["model"])
-        variants = {f"{v} ({part})": r["variants"][v][part] for v, part in
-                    [("before", "all"), ("knowledge", "all"), ("knowledge", "forget"), ("knowledge+unlearn", "forget"),
-                     ("knowledge+unlearn", "retain")]}
+        variants = {label: r["variants"][v][part] for label, v, part in PLOT_BARS}
         plot = plot_qa(variants, out / f"{name}.png")
-        table = markdown_table({k: {m: v[m] for m in ("rouge_l_recall", "nll")} for k, v in variants.items()}, False)
-        lines += [f"## {r['model']}", "", table, "", f"![{r['model']}]({plot.name})", ""]
+        table = markdown_table({k.replace("\n", " "): {m: v[m] for m in ("rouge_l_recall", "nll")}
+                                for k, v in variants.items()}, False)
+        lines += [f"## {r['model']}", "", "K = knowledge delta, U = unlearning delta; forget / retain = the facts of "
+                  "the forgotten / kept authors.", "", table, "", f"![{r['model']}]({plot.name})", ""]
     atomic_write_bytes(out / REPORT, "\n".join(lines).encode("utf-8"))
     return out / REPORT
 

@@ -6,8 +6,9 @@ from crossmodel.steer.generate import DeltaSlot, combine_all, steered_tokens, to
 from crossmodel.steer.processor import CMCLogitsProcessor
 from crossmodel.steer.steered import SteerConfig, Steered, delta_entries, steer
 from crossmodel.steer.sync import FullReencodeFeed, ReencodeFeed, TokenFeed
+from crossmodel.steer.transplant import transplant, transplant_weights
 
 __all__ = ["CMCLogitsProcessor", "COMBINE_RULES", "CONFIG_NAME", "DeltaConfig", "DeltaModel", "DeltaSlot",
            "FullReencodeFeed", "ReencodeFeed", "SteerConfig", "Steered", "TokenFeed", "combine", "combine_all",
            "delta_entries", "get_rule", "low_rank_embeddings", "steer", "steered_tokens", "token_picker",
-           "vocab_fingerprint"]
+           "transplant", "transplant_weights", "vocab_fingerprint"]
