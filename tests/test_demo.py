@@ -9,8 +9,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from crossmodel.demo import (QA_PROMPT, QA_TEMPLATE, DemoConfig, SteeredTemplate, _train_config, knowledge_table, run_demo, train_delta,
-                             unlearning_table)
+from crossmodel.demo import (QA_PROMPT, QA_TEMPLATE, DemoConfig, SteeredTemplate, _train_config, knowledge_table,
+                             run_demo, train_delta, unlearning_table)
 from crossmodel.train.chunked import hidden_states, output_head
 from crossmodel.train.facts import generate_facts
 
@@ -55,7 +55,8 @@ def _config(out, dirs, **kw) -> DemoConfig:
 
 def test_demo_writes_report_and_tables(tmp_path, model_dirs):
     results = run_demo(_config(tmp_path, model_dirs), log=lambda _: None)
-    for name in ("report.md", "results.json", "facts.jsonl", "forget.jsonl", "retain.jsonl", "template.png", "other.png"):
+    for name in ("report.md", "results.json", "facts.jsonl", "forget.jsonl", "retain.jsonl", "template.png",
+                 "other.png"):
         assert (tmp_path / name).is_file(), name
     assert [len(open(tmp_path / n).readlines()) for n in ("facts.jsonl", "forget.jsonl", "retain.jsonl")] == [10, 5, 5]
     assert json.loads((tmp_path / "results.json").read_text())["models"][1]["model"] == model_dirs["other"]

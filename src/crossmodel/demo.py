@@ -84,7 +84,8 @@ class DemoConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"DemoConfig.{name}={getattr(self, name)} must be >= 1")
         if not min(self.lr, self.unlearn_lr, self.alpha) > 0:
-            raise ValueError(f"DemoConfig.lr={self.lr}, unlearn_lr={self.unlearn_lr} and alpha={self.alpha} must be > 0")
+            raise ValueError(f"DemoConfig.lr={self.lr}, unlearn_lr={self.unlearn_lr} and alpha={self.alpha} "
+                             "must be > 0")
 
 
 # ---- 2. data --------------------------------------------------------------------------------------------------
@@ -223,6 +224,15 @@ def evaluate_model(spec: str, deltas: dict[str, DeltaModel], items: list[QAItem]
     return result
 
 
+def _eval_key(cfg: DemoConfig, deltas: dict[str, DeltaModel]) -> str:
+    import hashlib
+
+    settings = {name: d.config.data.get("train_config") for name, d in deltas.items()}
+    settings.update(alpha=cfg.alpha, map_mode=cfg.map_mode, max_new_tokens=cfg.max_new_tokens, facts=cfg.facts,
+                    forget=cfg.forget, seed=cfg.seed)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
 # ---- 6. report ------------------------------------------------------------------------------------------------
 def _cell(summary: dict[str, float], key: str) -> str:
     return f"{summary[key]:.3f}"
@@ -230,10 +240,12 @@ def _cell(summary: dict[str, float], key: str) -> str:
 
 def knowledge_table(results: dict[str, Any]) -> str:
     """Rows = user models: ROUGE-L recall and answer NLL on all facts, before and with the knowledge delta."""
-    lines = ["| model | vocabulary | ROUGE-L before | ROUGE-L +delta | NLL before | NLL +delta |", "|---|---|---|---|---|---|"]
+    lines = ["| model | vocabulary | ROUGE-L before | ROUGE-L +delta | NLL before | NLL +delta |",
+             "|---|---|---|---|---|---|"]
     for r in results["models"]:
         before, after = r["variants"]["before"]["all"], r["variants"]["knowledge"]["all"]
-        vocab = "template's" if r["map"] is None else f"other (map: {r['map']['mapped']}/{r['map']['tokenizer_rows']})"
+        vocab = ("template's" if r["map"] is None
+                 else f"other (map: {r['map']['mapped']}/{r['map']['tokenizer_rows']})")
         lines.append(f"| {r['model']} | {vocab} | {_cell(before, 'rouge_l_recall')} | "
                      f"{_cell(after, 'rouge_l_recall')} | {_cell(before, 'nll')} | {_cell(after, 'nll')} |")
     return "\n".join(lines)
@@ -241,13 +253,13 @@ def knowledge_table(results: dict[str, Any]) -> str:
 
 def unlearning_table(results: dict[str, Any]) -> str:
     """Rows = user models: ROUGE-L recall on the forget and retain authors, knowledge delta vs both deltas."""
-    lines = ["| model | forget ROUGE-L +knowledge | forget ROUGE-L +unlearn | retain ROUGE-L +knowledge | "
-             "retain ROUGE-L +unlearn | forget NLL +knowledge | forget NLL +unlearn |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | forget ROUGE-L +K | forget ROUGE-L +K+U | retain ROUGE-L +K | retain ROUGE-L +K+U | "
+             "forget NLL +K → +K+U | retain NLL +K → +K+U |", "|---|---|---|---|---|---|---|"]
     for r in results["models"]:
         k, u = r["variants"]["knowledge"], r["variants"]["knowledge+unlearn"]
-        lines.append(f"| {r['model']} | {_cell(k['forget'], 'rouge_l_recall')} | {_cell(u['forget'], 'rouge_l_recall')} "
-                     f"| {_cell(k['retain'], 'rouge_l_recall')} | {_cell(u['retain'], 'rouge_l_recall')} | "
-                     f"{_cell(k['forget'], 'nll')} | {_cell(u['forget'], 'nll')} |")
+        cells = [_cell(v[part], "rouge_l_recall") for part in ("forget", "retain") for v in (k, u)]
+        cells += [f"{_cell(k[part], 'nll')} → {_cell(u[part], 'nll')}" for part in ("forget", "retain")]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -267,10 +279,11 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     lines = ["# crossmodel demo", "", f"Template: `{results['config']['template']}`; {len(facts)} facts about "
              f"{results['config']['facts']} fictitious authors; the unlearning delta forgets the first "
              f"{results['config']['forget']} authors ({n_forget} facts). Wall time: {results['wall_s']:.0f} s.",
-             "", "## Knowledge transfer (one delta, trained once against the template)", "", knowledge_table(results),
-             "", f"Question: {facts[n_forget]['question']}  ", f"Reference: {facts[n_forget]['answer']}", "",
-             examples_table(results, n_forget, VARIANTS[:2]), "", "## Unlearning (second delta composed with the first)",
-             "", unlearning_table(results), "", f"Forget question: {facts[0]['question']}  ",
+             "", "## Knowledge transfer (one delta, trained once against the template)", "",
+             knowledge_table(results), "", f"Question: {facts[n_forget]['question']}  ",
+             f"Reference: {facts[n_forget]['answer']}", "", examples_table(results, n_forget, VARIANTS[:2]), "",
+             "## Unlearning (second delta K+U composed with the first, K)", "", unlearning_table(results), "",
+             f"Forget question: {facts[0]['question']}  ",
              f"Reference: {facts[0]['answer']}", "", examples_table(results, 0, VARIANTS[1:]), ""]
     for r in results["models"]:
         name = slug(r["model"])
@@ -311,8 +324,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     items = [QAItem(QA_PROMPT.format(question=f["question"]), " " + f["answer"]) for f in facts]
     deltas = {"knowledge": knowledge, "unlearn": unlearn}
     models = []
+    evals = out / "eval" / _eval_key(cfg, deltas)  # finished evaluations are reused only for the same deltas
     for spec in cfg.models:
-        models.append(evaluate_model(spec, deltas, items, n_forget, cfg, out / "eval" / slug(spec), log))
+        models.append(evaluate_model(spec, deltas, items, n_forget, cfg, evals / slug(spec), log))
     results = {"config": dataclasses.asdict(cfg), "facts": facts, "forget_records": n_forget, "models": models,
                "wall_s": time.time() - start}
     report = write_report(results, out)
