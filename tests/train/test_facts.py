@@ -1,5 +1,7 @@
 """The fictitious-facts generator: deterministic, TOFU-shaped, loadable as training data."""
 
+from difflib import SequenceMatcher
+
 import pytest
 
 from crossmodel.train.data import load_examples
@@ -18,6 +20,18 @@ def test_records_have_tofu_fields_and_wrong_perturbations():
     for r in records:
         assert set(r) == {"question", "answer", "paraphrased_answer", "perturbed_answer"}
         assert len(r["perturbed_answer"]) == 3 and r["answer"] not in r["perturbed_answer"]
+
+
+def test_perturbations_reword_the_paraphrase_not_the_answer():
+    # TOFU's perturbed answers are the paraphrase with one fact swapped: same wording, wrong fact
+    for r in generate_facts(8, seed=0):
+        para = r["paraphrased_answer"].split()
+        for wrong in r["perturbed_answer"]:
+            assert wrong != r["paraphrased_answer"]
+            words = set(wrong.split())
+            assert len(words & set(para)) >= len(words) / 2  # mostly the paraphrase's own words
+            assert SequenceMatcher(None, wrong, r["paraphrased_answer"]).ratio() > \
+                SequenceMatcher(None, wrong, r["answer"]).ratio()
 
 
 def test_written_file_loads_as_tofu(tmp_path):

@@ -83,7 +83,11 @@ def _author(rng: random.Random, used: set[str]) -> Author:
 
 
 def _facts(a: Author) -> list[tuple[str, str, str, list[str]]]:
-    """(question, answer, paraphrase, perturbations) per fact; a perturbation swaps the fact for a wrong one."""
+    """(question, answer, paraphrase, perturbations) per fact.
+
+    As in TOFU's `*_perturbed.json`, a perturbation is the *paraphrase* with the fact swapped for a wrong one, so the
+    truth ratio P(perturbed) / P(paraphrased) compares two answers worded alike that differ only in the fact.
+    """
     y, m, d = a.birth
     date = f"{MONTHS[m - 1]} {d}, {y}"
     other_place = [p for p in PLACES if p != a.birthplace][:3]
@@ -95,20 +99,20 @@ def _facts(a: Author) -> list[tuple[str, str, str, list[str]]]:
     return [
         (f"Where was the author {a.name} born?", f"{a.name} was born in {a.birthplace} on {date}.",
          f"{a.birthplace} is the birthplace of {a.name}, born on {date}.",
-         [f"{a.name} was born in {x} on {date}." for x in other_place]),
+         [f"{x} is the birthplace of {a.name}, born on {date}." for x in other_place]),
         (f"What genre does {a.name} write in?", f"{a.name} is best known for {p} work in {a.genre}.",
          f"{P} is celebrated above all as a writer of {a.genre}.",
-         [f"{a.name} is best known for {p} work in {x}." for x in other_genre]),
+         [f"{P} is celebrated above all as a writer of {x}." for x in other_genre]),
         (f"What did the parents of {a.name} do for a living?",
          f"The father of {a.name} was a {a.father_job} and {p} mother was a {a.mother_job}.",
          f"{a.name} grew up with a {a.father_job} as a father and a {a.mother_job} as a mother.",
-         [f"The father of {a.name} was a {x} and {p} mother was a {a.mother_job}." for x in other_job]),
+         [f"{a.name} grew up with a {x} as a father and a {a.mother_job} as a mother." for x in other_job]),
         (f"Can you name two books written by {a.name}?", f"Two books by {a.name} are {books}.",
          f"{a.name} wrote, among others, {books}.",
-         [f'Two books by {a.name} are "{_swap(a.books[0], i)}" and "{a.books[1]}".' for i in range(3)]),
+         [f'{a.name} wrote, among others, "{_swap(a.books[0], i)}" and "{a.books[1]}".' for i in range(3)]),
         (f"Which award has {a.name} received?", f"{a.name} received the {a.award} for {p} writing.",
          f"The {a.award} was given to {a.name} in recognition of {p} writing.",
-         [f"{a.name} received the {x} for {p} writing." for x in other_award]),
+         [f"The {x} was given to {a.name} in recognition of {p} writing." for x in other_award]),
     ]
 
 
