@@ -185,7 +185,7 @@ def _token_map(user: Any, delta: DeltaModel, mode: str) -> TokenMap | None:
         return None  # same vocabulary: the delta's logits are added directly
     return TokenMap.build(user.tokenizer, delta.tokenizer, mode=mode,
                           user_rows=user.model.get_output_embeddings().weight.shape[0],
-                          delta_rows=delta.model.get_output_embeddings().weight.shape[0])
+                          delta_rows=delta.rows)
 
 
 def slug(spec: str) -> str:

@@ -15,6 +15,8 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from crossmodel.steer import DeltaModel
+
 SPECIALS = ["<pad>", "<s>", "</s>"]
 CORPUS = [
     "The quick brown fox jumps over the lazy dog. A delta model steers a large language model.",
@@ -79,3 +81,13 @@ def char_user(char_tok):
 @pytest.fixture(scope="session")
 def bpe_user(bpe_tok):
     return SimpleNamespace(model=make_model(bpe_tok, seed=2), tokenizer=bpe_tok, name="bpe-user")
+
+
+@pytest.fixture(scope="module")
+def char_delta(char_user):
+    return DeltaModel.create(vocabulary_of=char_user, layers=1, d_model=32, heads=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def bpe_delta(bpe_tok):
+    return SimpleNamespace(model=make_model(bpe_tok, seed=4), tokenizer=bpe_tok, name="bpe-delta")

@@ -13,16 +13,6 @@ from crossmodel.vocab import TokenMap
 PROMPTS = ["Hello there", "The quick brown fox jumps over", "a", "Tokenizers split text"]
 
 
-@pytest.fixture(scope="module")
-def char_delta(char_user):
-    return DeltaModel.create(vocabulary_of=char_user, layers=1, d_model=32, heads=2, seed=3)
-
-
-@pytest.fixture(scope="module")
-def bpe_delta(bpe_tok):
-    return SimpleNamespace(model=make_model(bpe_tok, seed=4), tokenizer=bpe_tok, name="bpe-delta")
-
-
 def _hf_greedy(user, steered, prompts, n):
     inputs = steered.encode(prompts)
     out = user.model.generate(**inputs, max_new_tokens=n, do_sample=False, pad_token_id=steered.pad_id)

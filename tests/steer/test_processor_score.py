@@ -1,25 +1,13 @@
 """The HF LogitsProcessor path equals the native loop; Steered.score; error paths of steer()."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
-from .conftest import make_bpe_tokenizer, make_model
-from crossmodel.steer import DeltaModel, combine, steer
+from .conftest import make_bpe_tokenizer
+from crossmodel.steer import combine, steer
 from crossmodel.vocab import TokenMap
 
 PROMPTS = ["Hello there", "The quick brown fox jumps over", "a"]
-
-
-@pytest.fixture(scope="module")
-def char_delta(char_user):
-    return DeltaModel.create(vocabulary_of=char_user, layers=1, d_model=32, heads=2, seed=3)
-
-
-@pytest.fixture(scope="module")
-def bpe_delta(bpe_tok):
-    return SimpleNamespace(model=make_model(bpe_tok, seed=4), tokenizer=bpe_tok, name="bpe-delta")
 
 
 @pytest.mark.parametrize("cross", [False, True], ids=["same-vocab", "cross-vocab"])

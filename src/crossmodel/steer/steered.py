@@ -15,7 +15,7 @@ import math
 import torch
 
 from crossmodel.steer.combine import COMBINE_RULES
-from crossmodel.steer.delta import DeltaModel
+from crossmodel.steer.delta import DeltaModel, vocab_fingerprint
 from crossmodel.steer.generate import DeltaSlot, steered_tokens, token_picker
 from crossmodel.steer.score import score_batch
 from crossmodel.steer.sync import complete_text, left_pad
@@ -39,12 +39,6 @@ class SteerConfig:
                              "negative value such as -1e4 to all but forbid unmapped tokens")
         if self.sync not in SYNCS:
             raise ValueError(f"sync={self.sync!r}; choose one of {list(SYNCS)}")
-
-
-def _fingerprint(tokenizer: Any) -> str:
-    from crossmodel.vocab import load_vocabulary
-
-    return load_vocabulary(tokenizer).fingerprint
 
 
 def _rows(model: Any) -> int:
@@ -230,7 +224,8 @@ def _check_pair(user_fp: str, user_tok: Any, delta: Any, token_map: Any, user_ro
                 delta_name: str) -> None:
     """Same vocabulary, or a map for exactly this pair and these logits widths; else say what to do."""
     if token_map is None:
-        delta_fp = getattr(getattr(delta, "config", None), "vocab_fingerprint", "") or _fingerprint(delta.tokenizer)
+        stored = getattr(getattr(delta, "config", None), "vocab_fingerprint", "")
+        delta_fp = stored or vocab_fingerprint(delta.tokenizer)
         if delta_fp != user_fp:
             raise ValueError(
                 f"delta {delta_name} uses another vocabulary than the user model {user_name} (fingerprints "
@@ -260,7 +255,7 @@ def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *,
     if tokenizer is None:
         raise ValueError("steer() needs the user model's tokenizer: pass a LoadedModel or tokenizer=")
     user_name = str(getattr(user_model, "name", None) or getattr(model.config, "name_or_path", "") or "USER_MODEL")
-    user_fp = getattr(user_model, "fingerprint", None) or _fingerprint(tokenizer)
+    user_fp = getattr(user_model, "fingerprint", None) or vocab_fingerprint(tokenizer)
     user_rows = _rows(model)
     slots, rules = [], set()
     for delta, alpha, token_map in map(_as_entry, deltas):

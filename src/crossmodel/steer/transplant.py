@@ -152,7 +152,7 @@ def build_transplant_map(delta: DeltaModel, tokenizer: Any, rows: int, mode: str
     """The target -> source TokenMap: the identity for the delta's own vocabulary, else `TokenMap.build`."""
     from crossmodel.vocab import TokenMap
 
-    if vocab_fingerprint(tokenizer) == vocab_fingerprint(delta.tokenizer):
+    if vocab_fingerprint(tokenizer) == (delta.config.vocab_fingerprint or vocab_fingerprint(delta.tokenizer)):
         return TokenMap.identity(tokenizer, rows=rows, delta_rows=delta.rows)
     return TokenMap.build(tokenizer, delta.tokenizer, mode=mode, user_rows=rows, delta_rows=delta.rows, **options)
 
@@ -197,7 +197,8 @@ def transplant(delta: DeltaModel | str | Path, to: Any, *, mode: str = "one-to-m
             head.bias.copy_(transplant_weights(source_head.bias, token_map)[0])
     record = _record(delta, source_path, target_name, rows, token_map, origin)
     arch = {**delta.config.architecture, "vocab_rows": rows, "parameters": sum(p.numel() for p in model.parameters())}
-    config = dataclasses.replace(delta.config, vocab_fingerprint=vocab_fingerprint(tokenizer), architecture=arch)
+    # _check_map verified the map against `tokenizer`, so its user fingerprint is the target's (no re-hash)
+    config = dataclasses.replace(delta.config, vocab_fingerprint=token_map.user_fingerprint, architecture=arch)
     return DeltaModel(model=model, tokenizer=tokenizer, config=with_provenance(config, record)), token_map
 
 
