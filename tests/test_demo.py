@@ -9,8 +9,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from crossmodel.demo import (QA_PROMPT, QA_TEMPLATE, DemoConfig, SteeredTemplate, _train_config, knowledge_table,
-                             run_demo, train_delta, unlearning_table)
+from crossmodel.demo import (QA_PROMPT, QA_TEMPLATE, Answerer, DemoConfig, QuestionAnswerer, SteeredTemplate,
+                             _train_config, knowledge_table, run_demo, train_delta, unlearning_table)
 from crossmodel.train.chunked import hidden_states, output_head
 from crossmodel.train.facts import generate_facts
 
@@ -92,6 +92,25 @@ def test_train_delta_reuses_a_finished_run(tmp_path, model_dirs):
         torch.testing.assert_close(a, b)
     train_delta(dataclasses.replace(cfg, seed=1), template)
     assert weights.stat().st_mtime_ns != stamp  # other settings: trained again
+
+
+def test_question_answerer_reads_the_demo_format(model_dirs):
+    """Bare TOFU questions/answers (as eval's TOFU suite passes them) are scored and answered exactly as the demo's
+    formatted items."""
+    from crossmodel.models import load_model
+    from crossmodel.steer import steer
+
+    steered = steer(load_model(model_dirs["template"]))
+    facts = generate_facts(1, seed=0)[:3]
+    questions, answers = [f["question"] for f in facts], [f["answer"] for f in facts]
+    bare, formatted = QuestionAnswerer(steered, batch_size=2), Answerer(steered, batch_size=2)
+    got = bare.score(questions, answers)
+    want = formatted.score([QA_PROMPT.format(question=q) for q in questions], [" " + a for a in answers])
+    assert [len(g) for g in got] == [len(w) for w in want]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    assert bare.generate(questions, max_new_tokens=4) == formatted.generate(
+        [QA_PROMPT.format(question=q) for q in questions], max_new_tokens=4)
 
 
 def test_steered_template_is_template_plus_delta(model_dirs):

@@ -166,7 +166,7 @@ def train_delta(train_cfg: TrainConfig, template: Any) -> DeltaModel:
 
 
 # ---- 5. steering and evaluation -------------------------------------------------------------------------------
-class _Answerer:
+class Answerer:
     """A steered model behind eval's `Evaluable` interface; an answer is the first non-empty line generated."""
 
     def __init__(self, steered: Any, batch_size: int):
@@ -178,6 +178,17 @@ class _Answerer:
 
     def score(self, prompts, continuations, chat=False):
         return self.steered.score(prompts, continuations, chat=chat, batch_size=self.batch_size)
+
+
+class QuestionAnswerer(Answerer):
+    """`Answerer` taking bare questions and answers (as eval's TOFU suite passes them): each question is put in
+    the plain "Question: …\nAnswer:" format and each answer scored after a space, exactly as the demo's items."""
+
+    def generate(self, prompts, max_new_tokens=128, do_sample=False, chat=False):
+        return super().generate([QA_PROMPT.format(question=q) for q in prompts], max_new_tokens, do_sample, chat)
+
+    def score(self, prompts, continuations, chat=False):
+        return super().score([QA_PROMPT.format(question=q) for q in prompts], [" " + c for c in continuations], chat)
 
 
 def _token_map(user: Any, delta: DeltaModel, mode: str) -> TokenMap | None:
@@ -212,7 +223,7 @@ def evaluate_model(spec: str, deltas: dict[str, DeltaModel], items: list[QAItem]
     for variant, names in entries.items():
         start = time.time()
         steered = steer(user, deltas=[(deltas[n], cfg.alpha, maps[n]) for n in names])
-        done = run_qa(_Answerer(steered, cfg.batch_size), items, out / variant, chat=False,
+        done = run_qa(Answerer(steered, cfg.batch_size), items, out / variant, chat=False,
                       max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
         records = done["records"]
         result["variants"][variant] = {"all": done["summary"], "forget": _subset(records, range(n_forget)),
