@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from replication import (TOFU, cached, evaluate_qa, finetune, load_finetuned, log, machine, qa_items, token_map_for,
-                         tofu_records, write_jsonl)
-
 from crossmodel.demo import QA_TEMPLATE, slug, train_delta
 from crossmodel.models import load_model
 from crossmodel.steer import DeltaModel
 from crossmodel.train import TrainConfig
 from crossmodel.train.distill import DistillConfig, run_transplant
+
+from replication import (TOFU, cached, delta_key, evaluate_qa, finetune, load_finetuned, log, machine, qa_items,
+                         token_map_for, tofu_records, write_jsonl)
 
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 
@@ -44,7 +44,7 @@ def _args() -> argparse.Namespace:
                    help="models that also get a transplanted-delta row")
     p.add_argument("--transplant-steps", type=int, default=40, help="alignment (distillation) steps")
     p.add_argument("--no-finetune", action="store_true", help="skip the direct fine-tuning upper bound")
-    p.add_argument("--delta-epochs", type=int, default=15)
+    p.add_argument("--delta-epochs", type=int, default=40)
     p.add_argument("--delta-lr", type=float, default=2e-3)
     p.add_argument("--delta-layers", type=int, default=4)
     p.add_argument("--ft-epochs", type=int, default=8)
@@ -73,26 +73,27 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, delta: DeltaModel,
     """Every row of one user model (each stored as results/<model>/<row>.json once done)."""
     where = out / "results" / slug(spec)
     user = load_model(spec)
-    token_map = token_map_for(user, delta)
+    token_map, key = token_map_for(user, delta), delta_key(delta)
 
     def row(name: str, deltas: list) -> None:
         def compute() -> dict:
             start = time.time()
-            summary = evaluate_qa(user, deltas, parts, where / "eval" / name, args.max_new_tokens, args.batch_size)
+            folder = where / "eval" / (f"{name}-{key}" if deltas else name)
+            summary = evaluate_qa(user, deltas, parts, folder, args.max_new_tokens, args.batch_size)
             log(f"  {spec} {name}: " + ", ".join(f"{p} ROUGE-L {s['rouge_l_recall']:.3f}" for p, s in summary.items()))
             return {"parts": summary, "wall_s": time.time() - start}
-        cached(where / f"{name}.json", compute)
+        cached(where / f"{name}.json", compute, key if deltas else None)
 
     row("vanilla", [])
     for alpha in (float(a) for a in args.alphas.split(",")):
         row(f"delta a={alpha:g}", [(delta, alpha, token_map)])
     if spec in args.transplant.split(",") and token_map is not None:
-        moved = out / "transplant" / slug(spec)
+        moved = out / "transplant" / f"{slug(spec)}-{key}"
         if not (moved / "crossmodel.json").is_file():
             start = time.time()
             _, summary = run_transplant(delta.path, user, moved, distill_data=train_file,
                                         cfg=DistillConfig(steps=args.transplant_steps))
-            cached(where / "transplant_build.json", lambda: {"summary": summary, "wall_s": time.time() - start})
+            cached(where / "transplant_build.json", lambda: {"summary": summary, "wall_s": time.time() - start}, key)
         row(f"transplanted delta ({args.transplant_steps} steps) a=1", [(DeltaModel.load(moved), 1.0, None)])
     if args.no_finetune:
         return

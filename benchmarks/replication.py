@@ -8,11 +8,13 @@ trained on. Every finished stage writes its result to the run folder; a re-run s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
 import random
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +27,7 @@ from crossmodel.io import atomic_write_bytes, atomic_write_json
 from crossmodel.models import load_model
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.train.data import collate, encode_examples, load_examples
+from crossmodel.train.loop import cosine_with_warmup
 from crossmodel.vocab import TokenMap
 
 TOFU = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tofu"
@@ -54,13 +57,22 @@ def write_jsonl(records: list[dict], path: Path) -> Path:
     return path
 
 
-def cached(path: Path, compute: Callable[[], Any]) -> Any:
-    """The JSON at `path`, or `compute()` written there first (the stage checkpoint of these scripts)."""
+def cached(path: Path, compute: Callable[[], dict], key: str | None = None) -> dict:
+    """The JSON at `path`, or `compute()` written there first (the stage checkpoint of these scripts). A stored
+    result made with another `key` (e.g. another delta) is computed again."""
     if path.is_file():
-        return json.loads(path.read_text())
-    value = compute()
+        value = json.loads(path.read_text())
+        if value.get("key") == key:
+            return value
+    value = {**compute(), "key": key}
     atomic_write_json(path, value)
     return value
+
+
+def delta_key(delta: DeltaModel) -> str:
+    """A short digest of the settings a delta was trained with (keys the results that depend on it)."""
+    settings = json.dumps(delta.config.data.get("train_config"), sort_keys=True)
+    return hashlib.sha256(settings.encode()).hexdigest()[:8]
 
 
 def token_map_for(user: Any, delta: DeltaModel, mode: str = "normalized") -> TokenMap | None:
@@ -104,9 +116,8 @@ def finetune(loaded: Any, data: str | Path, out: Path, *, method: str, epochs: i
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     steps = epochs * math.ceil(len(encoded) / batch_size)
-    warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
+        optimizer, partial(cosine_with_warmup, warmup=max(1, steps // 10), total=steps))  # the delta loop's schedule
     model.train()
     order, losses, start, step = list(range(len(encoded))), [], time.time(), 0
     rng = random.Random(seed)
