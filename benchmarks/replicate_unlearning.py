@@ -160,12 +160,11 @@ def report(out: Path) -> str:
     if shift.is_file():
         s = json.loads(shift.read_text())["summary"]
         c = s["control"]
-        lines += ["", "| logit shift (SmolLM2 pair vs Gemma pair) | cosine | Pearson | top-20 overlap | positions |",
-                  "|---|---|---|---|---|",
-                  f"| aligned positions | {s['cosine']:.3f} | {s['pearson']:.3f} | {s['topk_overlap']:.3f} | "
-                  f"{s['positions']} |",
-                  f"| control (B one position later) | {c['cosine']:.3f} | {c['pearson']:.3f} | "
-                  f"{c['topk_overlap']:.3f} | |"]
+        lines += ["", "| logit shift (SmolLM2 pair vs Gemma pair) | cosine | Pearson | Pearson, likely tokens | "
+                  "top-20 overlap | positions |", "|---|---|---|---|---|---|"]
+        for name, v in (("aligned positions", s), ("control (B one position later)", c)):
+            lines.append(f"| {name} | {v['cosine']:.3f} | {v['pearson']:.3f} | {v['pearson_likely']:.3f} | "
+                         f"{v['topk_overlap']:.3f} | {s['positions'] if v is s else ''} |")
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from crossmodel.eval.logit_shift import ShiftPair, _aligned, compare_shifts, model_logprobs, similarity
+from crossmodel.eval.logit_shift import (ShiftPair, _aligned, compare_shifts, likely_tokens, model_logprobs,
+                                          similarity)
 
 
 def test_similarity_by_hand():
@@ -16,6 +17,14 @@ def test_similarity_by_hand():
     assert s["pearson"] == pytest.approx(0.5 / math.sqrt(2 / 3 * 0.5))
     assert s["topk_overlap"] == 1.0
     assert similarity(torch.tensor([1.0, 2.0]), torch.tensor([-1.0, -2.0]), k=1)["cosine"] == pytest.approx(-1.0)
+    # over tokens 0 and 2 only: a = [1, 0], b = [1, 0] -> perfectly correlated although the full vectors are not
+    likely = similarity(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([1.0, 0.5, 0.0]), k=1, likely=torch.tensor([0, 2]))
+    assert likely["pearson_likely"] == pytest.approx(1.0) and likely["pearson"] < 0.9
+
+
+def test_likely_tokens_are_the_union_of_both_top_k():
+    after_a, after_b = torch.tensor([0.1, 0.9, 0.5, 0.0]), torch.tensor([0.9, 0.8, 0.0, 0.1])
+    assert likely_tokens(after_a, after_b, k=2).tolist() == [0, 1, 2]
 
 
 def test_alignment_keeps_positions_that_read_the_same_text():
@@ -42,7 +51,7 @@ def test_opposite_shifts_and_permuted_vocabulary(tok):
     b = _scripted_pair("b", tok, lambda t: -table[t])
     out = compare_shifts(a, b, ["The capital of France is Paris."], progress=False)
     assert out["summary"]["cosine"] == pytest.approx(-1.0)
-    assert out["summary"]["pearson"] == pytest.approx(-1.0)
+    assert out["summary"]["pearson"] == pytest.approx(-1.0) and out["summary"]["pearson_likely"] == pytest.approx(-1.0)
     # B's vocabulary is A's reversed: through the map the shifts are identical again
     perm = torch.arange(v - 1, -1, -1)
     b_perm = _scripted_pair("b", tok, lambda t: table[t][perm])
@@ -63,6 +72,8 @@ def test_real_tiny_models(tok, model_factory):
     assert same["summary"]["control"]["cosine"] < 0.99  # the control really compares different positions
     ex = same["example"]
     assert len(ex["tokens"]) == 12 and len(ex["a"]) == 12 and ex["a"] == ex["b"]
+    assert same["summary"]["pearson_likely"] == pytest.approx(1.0)
+    assert ex["pearson"] == pytest.approx([1.0] * len(ex["pearson"]))
 
 
 def test_shift_suite_end_to_end(tmp_path, tok, model_factory):

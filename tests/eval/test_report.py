@@ -33,7 +33,7 @@ def test_render_report_writes_markdown_and_png(tmp_path, suite):
                 "shift": {"shift": {"cosine": 0.8, "pearson": 0.7}}}[suite]
     results = {"config": {"model": "m"}, "suite": suite, "variants": variants,
                "example": {"tokens": ["a", "b"], "a": [[0.1, -0.2, 0.3], [0.0, 1.0, -1.0]],
-                           "b": [[0.2, -0.1, 0.3], [0.1, 0.9, -1.2]], "cosine": [0.9, 0.8, 0.95],
+                           "b": [[0.2, -0.1, 0.3], [0.1, 0.9, -1.2]], "pearson": [0.9, 0.8, 0.95],
                            "names": ["A", "B"]}}
     (tmp_path / "results.json").write_text(json.dumps(results))
     report = render_report(tmp_path).read_text()

@@ -8,6 +8,11 @@ gives raw differences). Two pairs are compared at the positions where both have 
 (equal character offsets, so different tokenizations line up), over the tokens both vocabularies share
 (a TokenMap from pair A's vocabulary to pair B's; the identity on one vocabulary): cosine, Pearson and top-k
 overlap, plus the same numbers against B shifted by one position as a control.
+
+Over a whole vocabulary the shift is dominated by tokens neither model would ever emit (a fine-tuned model moves
+junk tokens from −40 to −25 nats, say), so we also report `pearson_likely`: the Pearson correlation over the
+tokens that either fine-tuned ("after") model ranks in its top k at that position — the tokens decoding can
+actually pick. The heatmap shows the tokens pair A's "after" model finds most likely in the first text.
 """
 
 from __future__ import annotations
@@ -57,16 +62,20 @@ class ShiftPair:
     before: Logprobs
     after: Logprobs
 
-    def shifts(self, text: str) -> tuple[list[int], torch.Tensor, list[int]]:
-        """(end offset of each position's text, shifts (T, V), token ids) of one text."""
+    def scores(self, text: str) -> tuple[list[int], torch.Tensor, torch.Tensor, list[int]]:
+        """(end offset of each position's text, before scores (T, V), after scores (T, V), token ids)."""
         enc = self.tokenizer(text, return_offsets_mapping=True)
         ids = torch.tensor([enc["input_ids"]])
         before, after = self.before(ids), self.after(ids)
         if before.shape != after.shape:
             raise ValueError(f"pair {self.name!r}: before and after give scores of shapes {tuple(before.shape)} "
                              f"and {tuple(after.shape)}; both must use the same vocabulary")
-        ends = [int(end) for _, end in enc["offset_mapping"]]
-        return ends, after - before, enc["input_ids"]
+        return [int(end) for _, end in enc["offset_mapping"]], before, after, enc["input_ids"]
+
+    def shifts(self, text: str) -> tuple[list[int], torch.Tensor, list[int]]:
+        """(end offset of each position's text, shifts (T, V), token ids) of one text."""
+        ends, before, after, ids = self.scores(text)
+        return ends, after - before, ids
 
 
 def _aligned(ends_a: list[int], ends_b: list[int]) -> list[tuple[int, int]]:
@@ -76,15 +85,28 @@ def _aligned(ends_a: list[int], ends_b: list[int]) -> list[tuple[int, int]]:
     return [(i, last_b[end]) for end, i in sorted(last_a.items()) if end in last_b]
 
 
-def similarity(a: torch.Tensor, b: torch.Tensor, k: int) -> dict[str, float]:
-    """Cosine, Pearson and top-k overlap (|top_k(a) ∩ top_k(b)| / k) of two shift vectors over the same tokens."""
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    ac, bc = a - a.mean(), b - b.mean()
+    return float(ac @ bc / (ac.norm() * bc.norm()).clamp_min(1e-30))
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor, k: int, likely: torch.Tensor | None = None) -> dict[str, float]:
+    """Cosine, Pearson and top-k overlap (|top_k(a) ∩ top_k(b)| / k) of two shift vectors over the same tokens;
+    with `likely` (indices into them) also the Pearson over those tokens only, as `pearson_likely`."""
     a, b = a.double(), b.double()
     cosine = float(a @ b / (a.norm() * b.norm()).clamp_min(1e-30))
-    ac, bc = a - a.mean(), b - b.mean()
-    pearson = float(ac @ bc / (ac.norm() * bc.norm()).clamp_min(1e-30))
     k = min(k, a.numel())
     top = set(a.topk(k).indices.tolist()) & set(b.topk(k).indices.tolist())
-    return {"cosine": cosine, "pearson": pearson, "topk_overlap": len(top) / k}
+    out = {"cosine": cosine, "pearson": _pearson(a, b), "topk_overlap": len(top) / k}
+    if likely is not None:
+        out["pearson_likely"] = _pearson(a[likely], b[likely])
+    return out
+
+
+def likely_tokens(after_a: torch.Tensor, after_b: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the tokens either "after" score vector (over the same shared tokens) ranks in its top k."""
+    k = min(k, after_a.numel())
+    return torch.cat([after_a.topk(k).indices, after_b.topk(k).indices]).unique()
 
 
 def _rows(token_map, v_a: int, v_b: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,14 +126,15 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]} if rows else {}
 
 
-def _example(pair_a, pair_b, shift_a, shift_b, pos, rows_a, rows_b, n_tokens: int = 12) -> dict[str, Any]:
-    """Shifts of the `n_tokens` tokens with the largest |shift| under pair A, at every aligned position."""
+def _example(pair_a, pair_b, shift_a, shift_b, after_a, pos, rows_a, rows_b, n_tokens: int = 12) -> dict[str, Any]:
+    """Shifts of the `n_tokens` tokens pair A's after-model finds most likely anywhere in the text, at every
+    aligned position, and the per-position Pearson over all shared tokens."""
     a = shift_a[[i for i, _ in pos]][:, rows_a]  # (P, S): shared tokens only
     b = shift_b[[j for _, j in pos]][:, rows_b]  # (P, S)
-    top = a.abs().amax(0).topk(min(n_tokens, a.shape[-1])).indices  # (n,)
+    top = after_a[[i for i, _ in pos]][:, rows_a].amax(0).topk(min(n_tokens, a.shape[-1])).indices  # (n,)
     labels = [pair_a.tokenizer.decode([int(rows_a[t])]) for t in top]
     return {"tokens": labels, "a": a[:, top].T.tolist(), "b": b[:, top].T.tolist(),
-            "cosine": [similarity(a[p], b[p], 20)["cosine"] for p in range(a.shape[0])],
+            "pearson": [_pearson(a[p].double(), b[p].double()) for p in range(a.shape[0])],
             "names": [pair_a.name, pair_b.name]}
 
 
@@ -123,19 +146,24 @@ def compare_shifts(pair_a: ShiftPair, pair_b: ShiftPair, texts: list[str], *, to
 
     per_text, control, example = [], [], None
     for text in tqdm(texts, desc="logit shift", unit="text", disable=not progress):
-        ends_a, shift_a, ids_a = pair_a.shifts(text)
-        ends_b, shift_b, _ = pair_b.shifts(text)
+        ends_a, before_a, after_a, ids_a = pair_a.scores(text)
+        ends_b, before_b, after_b, _ = pair_b.scores(text)
+        shift_a, shift_b = after_a - before_a, after_b - before_b  # (T_a, V_a), (T_b, V_b)
         rows_a, rows_b = _rows(token_map, shift_a.shape[-1], shift_b.shape[-1])
         pos = _aligned(ends_a, ends_b)
         if not pos:
             raise ValueError(f"no position of {text[:40]!r} is aligned between the two tokenizations")
-        sims = [similarity(shift_a[i, rows_a], shift_b[j, rows_b], k) for i, j in pos]  # over shared tokens
-        control += [similarity(shift_a[i, rows_a], shift_b[j2, rows_b], k)
-                    for (i, _), (_, j2) in zip(pos, pos[1:])]
+
+        def compare(i: int, j: int) -> dict[str, float]:  # A at position i, B at j, over the shared tokens
+            likely = likely_tokens(after_a[i, rows_a], after_b[j, rows_b], k)
+            return similarity(shift_a[i, rows_a], shift_b[j, rows_b], k, likely)
+
+        sims = [compare(i, j) for i, j in pos]
+        control += [compare(i, j2) for (i, _), (_, j2) in zip(pos, pos[1:])]
         per_text.append({"text": text, "positions": [[i, j] for i, j in pos], "similarity": sims,
                          "tokens": pair_a.tokenizer.convert_ids_to_tokens([ids_a[i] for i, _ in pos])})
         if example is None:
-            example = _example(pair_a, pair_b, shift_a, shift_b, pos, rows_a, rows_b)
+            example = _example(pair_a, pair_b, shift_a, shift_b, after_a, pos, rows_a, rows_b)
     every = [s for t in per_text for s in t["similarity"]]
     return {"summary": {**_mean(every), "positions": len(every), "texts": len(texts), "shared_tokens":
                         int(rows_a.numel()), "control": _mean(control), "k": k},

@@ -116,7 +116,7 @@ def plot_qa(variants: dict[str, dict], path: Path) -> Path:
 
 
 def plot_shift(example: dict[str, Any], path: Path) -> Path:
-    """Heatmaps of the two pairs' shifts (most-shifted tokens × aligned positions) and the per-position cosine."""
+    """Heatmaps of the two pairs' shifts (likely tokens × aligned positions) and the per-position Pearson r."""
     import numpy as np
 
     a, b = np.array(example["a"]), np.array(example["b"])
@@ -128,9 +128,9 @@ def plot_shift(example: dict[str, Any], path: Path) -> Path:
         ax.set_yticks(range(len(example["tokens"])), [repr(t)[1:-1] for t in example["tokens"]], fontsize=7)
         ax.set_title(f"logit shift of {name}", fontsize=10)
         fig.colorbar(image, ax=ax, fraction=0.025, pad=0.01)
-    axes[2].plot(example["cosine"], marker="o", markersize=3)
+    axes[2].plot(example["pearson"], marker="o", markersize=3)
     axes[2].axhline(0, color="grey", linewidth=0.5)
-    axes[2].set_ylabel("cosine")
+    axes[2].set_ylabel("Pearson r")
     axes[2].set_xlabel("aligned position in the first text")
     path = _save(fig, path)
     plt.close(fig)
