@@ -85,7 +85,7 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, delta: DeltaModel,
         cached(where / f"{name}.json", compute, key if deltas else None)
 
     row("vanilla", [])
-    for alpha in (float(a) for a in args.alphas.split(",")):
+    for alpha in (float(a) for a in args.alphas.split(",") if a):
         row(f"delta a={alpha:g}", [(delta, alpha, token_map)])
     if spec in args.transplant.split(",") and token_map is not None:
         moved = out / "transplant" / f"{slug(spec)}-{key}"
@@ -116,7 +116,7 @@ def report(args: argparse.Namespace, out: Path) -> str:
     import json
 
     lines = ["| model | row | ROUGE-L questions | ROUGE-L paraphrased | probability | "
-             "share of fine-tune gain (questions / paraphrased) | wall s |", "|---|---|---|---|---|---|---|"]
+             "share of fine-tune gain (questions / paraphrased) | eval s |", "|---|---|---|---|---|---|---|"]
     for spec in args.models.split(","):
         where = out / "results" / slug(spec)
         rows = {p.stem: json.loads(p.read_text()) for p in sorted(where.glob("*.json")) if p.stem != "transplant_build"}
@@ -135,7 +135,12 @@ def report(args: argparse.Namespace, out: Path) -> str:
                     got = parts[part]["rouge_l_recall"] - base["parts"][part]["rouge_l_recall"]
                     shares.append(f"{100 * got / gain:.0f}%" if gain > 0 else "n/a")
                 share = " / ".join(shares)
-            lines.append(f"| {spec} | {name} | {_fmt(parts['questions']['rouge_l_recall'])} | "
+            label = name
+            tuned = out / "finetuned" / slug(spec) / "finetune.json"
+            if name.startswith("direct") and tuned.is_file():
+                ft = json.loads(tuned.read_text())
+                label = f"direct fine-tune (LoRA r={ft['lora_rank']}, {ft['epochs']} epochs, {ft['wall_s']:.0f} s)"
+            lines.append(f"| {spec} | {label} | {_fmt(parts['questions']['rouge_l_recall'])} | "
                          f"{_fmt(parts['paraphrased']['rouge_l_recall'])} | {_fmt(parts['questions']['probability'])} "
                          f"| {share} | {rows[name]['wall_s']:.0f} |")
     return "\n".join(lines)

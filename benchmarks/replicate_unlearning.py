@@ -141,9 +141,9 @@ def _fmt(x) -> str:
 def report(out: Path) -> str:
     """The TOFU table of every finished row, and the logit-shift summary."""
     lines = ["| model | variant | forget ROUGE-L | forget prob. | forget truth ratio | forget quality (KS p) | "
-             "retain ROUGE-L | retain prob. | real authors ROUGE-L | world facts ROUGE-L | model utility | wall s |",
+             "retain ROUGE-L | retain prob. | real authors ROUGE-L | world facts ROUGE-L | model utility | eval s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for path in sorted((out / "results").glob("*.json")):
+    for path in sorted((out / "results").glob("*.json"), key=lambda p: (p.stem.partition("__")[0], len(p.stem))):
         if path.stem == "logit_shift":
             continue
         r = json.loads(path.read_text())
