@@ -115,8 +115,8 @@ def report(args: argparse.Namespace, out: Path) -> str:
     """The markdown table of every finished row, with each delta row's share of the direct fine-tune's gain."""
     import json
 
-    lines = ["| model | row | ROUGE-L questions | ROUGE-L paraphrased | probability | "
-             "share of fine-tune gain (questions / paraphrased) | eval s |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | row | ROUGE-L questions | ROUGE-L paraphrased | ROUGE-L F1 questions | probability | "
+             "share of fine-tune gain (questions / paraphrased) | eval s |", "|---|---|---|---|---|---|---|---|"]
     for spec in args.models.split(","):
         where = out / "results" / slug(spec)
         rows = {p.stem: json.loads(p.read_text()) for p in sorted(where.glob("*.json")) if p.stem != "transplant_build"}
@@ -141,7 +141,8 @@ def report(args: argparse.Namespace, out: Path) -> str:
                 ft = json.loads(tuned.read_text())
                 label = f"direct fine-tune (LoRA r={ft['lora_rank']}, {ft['epochs']} epochs, {ft['wall_s']:.0f} s)"
             lines.append(f"| {spec} | {label} | {_fmt(parts['questions']['rouge_l_recall'])} | "
-                         f"{_fmt(parts['paraphrased']['rouge_l_recall'])} | {_fmt(parts['questions']['probability'])} "
+                         f"{_fmt(parts['paraphrased']['rouge_l_recall'])} | {_fmt(parts['questions']['rouge_l_f1'])} | "
+                         f"{_fmt(parts['questions']['probability'])} "
                          f"| {share} | {rows[name]['wall_s']:.0f} |")
     return "\n".join(lines)
 
