@@ -29,12 +29,13 @@ from crossmodel.demo import QA_TEMPLATE, QuestionAnswerer, slug, train_delta
 from crossmodel.eval.logit_shift import ShiftPair, compare_shifts, model_logprobs
 from crossmodel.eval.report import plot_shift
 from crossmodel.eval.tofu import run_tofu
+from crossmodel.io import atomic_write_json
 from crossmodel.models import load_model
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.train import TrainConfig
 from crossmodel.vocab import TokenMap
 
-from replication import (TOFU, cached, finetune, load_finetuned, log, machine, token_map_for, tofu_records,
+from replication import (TOFU, cached, delta_key, finetune, load_finetuned, log, machine, token_map_for, tofu_records,
                          write_jsonl)
 
 TEMPLATE, OTHER = "smollm2-135m-instruct", "gemma-3-270m"
@@ -104,15 +105,21 @@ def unlearning_delta(args: argparse.Namespace, out: Path, template, files: dict[
 
 def tofu_row(args: argparse.Namespace, out: Path, name: str, user, deltas: list, files: dict[str, Path],
              splits=SPLITS) -> dict:
-    """The TOFU suite on `user` steered by `deltas`, stored as results/<name>.json."""
+    """The TOFU suite on `user` steered by `deltas`, stored as results/<name>.json (keyed on the deltas'
+    settings, so another unlearning run is evaluated again); the per-item records stay in row["eval_dir"]."""
+    key = "-".join(delta_key(d) for d, _, _ in deltas) or None
+    folder = out / "eval" / (f"{name}-{key}" if key else name)
+
     def compute() -> dict:
         start = time.time()
         summary = run_tofu(QuestionAnswerer(steer(user, deltas=deltas), args.batch_size),
-                           {s: files[s] for s in splits}, out / "eval" / name, chat=False,
+                           {s: files[s] for s in splits}, folder, chat=False,
                            max_new_tokens=args.max_new_tokens, limit=args.limit, batch_size=args.batch_size)
         log(f"  {name}: " + ", ".join(f"{s} ROUGE-L {v['rouge_l_recall']:.3f}" for s, v in summary["splits"].items()))
-        return {**summary, "wall_s": time.time() - start}
-    return cached(out / "results" / f"{name}.json", compute)
+        return {**summary, "wall_s": time.time() - start, "eval_dir": str(folder)}
+    row = cached(out / "results" / f"{name}.json", compute, key)
+    row.setdefault("eval_dir", str(folder))  # rows written before the field existed
+    return row
 
 
 def logit_shift(args: argparse.Namespace, out: Path, files: dict[str, Path], tuned: dict) -> dict:
@@ -132,6 +139,18 @@ def logit_shift(args: argparse.Namespace, out: Path, files: dict[str, Path], tun
         plot_shift(done["example"], out / "shift_heatmap.png")
         return {"summary": done["summary"], "example": done["example"]}
     return cached(out / "results" / "logit_shift.json", compute)
+
+
+def add_forget_quality(path: Path, row: dict, reference: dict) -> None:
+    """Add the KS-test forget quality against `reference` (both rows' stored forget records) to the row at `path`."""
+    from crossmodel.eval import metrics
+    from crossmodel.eval.tofu import forget_ratios
+
+    if "forget_quality" in row:
+        return
+    mine, ref = (json.loads((Path(r["eval_dir"]) / "tofu_forget.json").read_text()) for r in (row, reference))
+    row.update(metrics.ks_forget_quality(forget_ratios(mine), forget_ratios(ref)))
+    atomic_write_json(path, row)
 
 
 def _fmt(x) -> str:
@@ -182,30 +201,23 @@ def main() -> None:
     log(f"fine-tuned both models ({time.time() - start:.0f} s)")
     delta = unlearning_delta(args, out, tuned[TEMPLATE], files)
     log(f"unlearning delta: {delta.config.metrics} ({time.time() - start:.0f} s)")
+    rows = {}
     for spec in (TEMPLATE, OTHER):
         name = slug(spec)
-        tofu_row(args, out, f"{name}__fine-tuned", tuned[spec], [], files)
-        tofu_row(args, out, f"{name}__fine-tuned + unlearning delta", tuned[spec],
-                 [(delta, 1.0, token_map_for(tuned[spec], delta))], files)
+        rows[name, "fine-tuned"] = tofu_row(args, out, f"{name}__fine-tuned", tuned[spec], [], files)
+        rows[name, "fine-tuned + unlearning delta"] = tofu_row(
+            args, out, f"{name}__fine-tuned + unlearning delta", tuned[spec],
+            [(delta, 1.0, token_map_for(tuned[spec], delta))], files)
     logit_shift(args, out, files, tuned)
     log(f"logit shift done ({time.time() - start:.0f} s)")
     if not args.no_reference:  # forget quality: KS test against models that never saw the forget authors
         for spec in (TEMPLATE, OTHER):
             name = slug(spec)
             kept = tuned_model(args, out, spec, files["retain_train"], "kept-authors-only")
-            tofu_row(args, out, f"{name}__reference (kept authors only)", kept, [], files, splits=("forget",))
-            reference = f"{name}__reference (kept authors only)"
+            reference = tofu_row(args, out, f"{name}__reference (kept authors only)", kept, [], files,
+                                 splits=("forget",))
             for variant in ("fine-tuned", "fine-tuned + unlearning delta"):
-                result = out / "results" / f"{name}__{variant}.json"
-                row = json.loads(result.read_text())
-                if "forget_quality" not in row:  # add the KS test from the stored forget records
-                    from crossmodel.eval import metrics
-                    from crossmodel.eval.tofu import forget_ratios
-
-                    mine = json.loads((out / "eval" / f"{name}__{variant}" / "tofu_forget.json").read_text())
-                    ref = json.loads((out / "eval" / reference / "tofu_forget.json").read_text())
-                    row.update(metrics.ks_forget_quality(forget_ratios(mine), forget_ratios(ref)))
-                    result.write_text(json.dumps(row, indent=1))
+                add_forget_quality(out / "results" / f"{name}__{variant}.json", rows[name, variant], reference)
     table = report(out)
     (out / "table.md").write_text(table + "\n")
     print(table)

@@ -40,7 +40,8 @@ def log(msg: str) -> None:
 
 def machine() -> str:
     """One line naming the machine and the torch threads, for every table."""
-    return f"{platform.node()}: {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, no GPU"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{platform.node()}: {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, {device}"
 
 
 def tofu_records(data: Path, name: str) -> list[dict]:
@@ -119,7 +120,7 @@ def finetune(loaded: Any, data: str | Path, out: Path, *, method: str, epochs: i
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(cosine_with_warmup, warmup=max(1, steps // 10), total=steps))  # the delta loop's schedule
     model.train()
-    order, losses, start, step = list(range(len(encoded))), [], time.time(), 0
+    order, losses, start = list(range(len(encoded))), [], time.time()
     rng = random.Random(seed)
     for epoch in range(epochs):
         rng.shuffle(order)
@@ -130,9 +131,10 @@ def finetune(loaded: Any, data: str | Path, out: Path, *, method: str, epochs: i
             loss = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step(), schedule.step(), optimizer.zero_grad(set_to_none=True)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
             epoch_loss.append(loss.item())
-            step += 1
         losses.append(sum(epoch_loss) / len(epoch_loss))
         log(f"  {loaded.name} {method} epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f} ({time.time() - start:.0f} s)")
     model.eval()

@@ -72,11 +72,6 @@ class ShiftPair:
                              f"and {tuple(after.shape)}; both must use the same vocabulary")
         return [int(end) for _, end in enc["offset_mapping"]], before, after, enc["input_ids"]
 
-    def shifts(self, text: str) -> tuple[list[int], torch.Tensor, list[int]]:
-        """(end offset of each position's text, shifts (T, V), token ids) of one text."""
-        ends, before, after, ids = self.scores(text)
-        return ends, after - before, ids
-
 
 def _aligned(ends_a: list[int], ends_b: list[int]) -> list[tuple[int, int]]:
     """Position pairs that have read the same prefix of the text (last position for repeated offsets)."""
