@@ -15,6 +15,7 @@ exp(−NLL). Every stage is stored in --out and skipped on a re-run, so the scri
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -103,6 +104,11 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, delta: DeltaModel,
         cached(log_file, lambda: finetune(user, train_file, tuned, method="lora", epochs=args.ft_epochs,
                                           lr=args.ft_lr, lora_rank=args.lora_rank))
     else:
+        done = json.loads(log_file.read_text())
+        wanted = {"epochs": args.ft_epochs, "lr": args.ft_lr, "lora_rank": args.lora_rank}
+        if any(done[k] != v for k, v in wanted.items()):
+            raise SystemExit(f"{log_file}: {spec} was fine-tuned with "
+                             f"{ {k: done[k] for k in wanted} }, not {wanted}; use another --out or remove {tuned}")
         user = load_finetuned(tuned, f"{spec} (LoRA)")
     row("direct fine-tune (LoRA)", [])
 
@@ -113,8 +119,6 @@ def _fmt(x: float) -> str:
 
 def report(args: argparse.Namespace, out: Path) -> str:
     """The markdown table of every finished row, with each delta row's share of the direct fine-tune's gain."""
-    import json
-
     lines = ["| model | row | ROUGE-L questions | ROUGE-L paraphrased | ROUGE-L F1 questions | probability | "
              "share of fine-tune gain (questions / paraphrased) | eval s |", "|---|---|---|---|---|---|---|---|"]
     for spec in args.models.split(","):
