@@ -21,14 +21,14 @@ from pathlib import Path
 
 import torch
 
-from crossmodel.demo import QA_TEMPLATE, slug, train_delta
+from crossmodel.demo import QA_TEMPLATE, slug, token_map_for, train_delta
 from crossmodel.models import load_model
 from crossmodel.steer import DeltaModel
 from crossmodel.train import TrainConfig
 from crossmodel.train.distill import DistillConfig, run_transplant
 
 from replication import (TOFU, cached, delta_key, evaluate_qa, finetune, load_finetuned, log, machine, qa_items,
-                         token_map_for, tofu_records, write_jsonl)
+                         tofu_records, write_jsonl)
 
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 

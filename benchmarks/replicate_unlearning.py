@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from crossmodel.demo import QA_TEMPLATE, QuestionAnswerer, slug, train_delta
+from crossmodel.demo import QA_TEMPLATE, QuestionAnswerer, slug, token_map_for, train_delta
 from crossmodel.eval.logit_shift import ShiftPair, compare_shifts, model_logprobs
 from crossmodel.eval.report import plot_shift
 from crossmodel.eval.tofu import run_tofu
@@ -35,8 +35,7 @@ from crossmodel.steer import DeltaModel, steer
 from crossmodel.train import TrainConfig
 from crossmodel.vocab import TokenMap
 
-from replication import (TOFU, cached, delta_key, finetune, load_finetuned, log, machine, token_map_for, tofu_records,
-                         write_jsonl)
+from replication import TOFU, cached, delta_key, finetune, load_finetuned, log, machine, tofu_records, write_jsonl
 
 TEMPLATE, OTHER = "smollm2-135m-instruct", "gemma-3-270m"
 METHOD = {TEMPLATE: "full", OTHER: "lora"}

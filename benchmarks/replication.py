@@ -76,14 +76,6 @@ def delta_key(delta: DeltaModel) -> str:
     return hashlib.sha256(settings.encode()).hexdigest()[:8]
 
 
-def token_map_for(user: Any, delta: DeltaModel, mode: str = "normalized") -> TokenMap | None:
-    """None for a delta in the user's own vocabulary, else a map built on the fly."""
-    if user.fingerprint == delta.config.vocab_fingerprint:
-        return None
-    return TokenMap.build(user.tokenizer, delta.tokenizer, mode=mode,
-                          user_rows=user.model.get_output_embeddings().weight.shape[0], delta_rows=delta.rows)
-
-
 def qa_items(records: list[dict], question_key: str = "question") -> list[QAItem]:
     """Bare question / answer items (QuestionAnswerer adds the prompt format)."""
     return [QAItem(r[question_key], r["answer"]) for r in records]

@@ -191,7 +191,8 @@ class QuestionAnswerer(Answerer):
         return super().score([QA_PROMPT.format(question=q) for q in prompts], [" " + c for c in continuations], chat)
 
 
-def _token_map(user: Any, delta: DeltaModel, mode: str) -> TokenMap | None:
+def token_map_for(user: Any, delta: DeltaModel, mode: str = "normalized") -> TokenMap | None:
+    """None for a delta in the user's own vocabulary, else a map built on the fly."""
     if user.fingerprint == delta.config.vocab_fingerprint:
         return None  # same vocabulary: the delta's logits are added directly
     return TokenMap.build(user.tokenizer, delta.tokenizer, mode=mode,
@@ -215,7 +216,7 @@ def evaluate_model(spec: str, deltas: dict[str, DeltaModel], items: list[QAItem]
     by_vocab: dict[str, TokenMap | None] = {}  # both deltas share the template's vocabulary: one map
     for d in deltas.values():
         if d.config.vocab_fingerprint not in by_vocab:
-            by_vocab[d.config.vocab_fingerprint] = _token_map(user, d, cfg.map_mode)
+            by_vocab[d.config.vocab_fingerprint] = token_map_for(user, d, cfg.map_mode)
     maps = {name: by_vocab[d.config.vocab_fingerprint] for name, d in deltas.items()}
     coverage = maps["knowledge"].coverage() if maps["knowledge"] is not None else None
     entries = {"before": [], "knowledge": ["knowledge"], "knowledge+unlearn": ["knowledge", "unlearn"]}
