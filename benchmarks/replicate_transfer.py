@@ -3,7 +3,7 @@
 One knowledge delta is trained (SFT) next to the template SmolLM2-135M-Instruct on a TOFU subset (default: the
 40 questions of the two `forget01` authors) and applied to every user model (token maps built on the fly for
 other vocabularies) at several strengths α. Next to it, per user model: the plain model, the delta transplanted
-into the user's vocabulary (issue 8, 40 alignment steps), and the upper bound — the user model fine-tuned
+into the user's vocabulary (issue 8, 40 alignment steps, factored and dense layouts), and the upper bound — the user model fine-tuned
 directly on the same 40 examples (LoRA on every linear layer, merged). Columns: ROUGE-L recall of the greedy
 answer on the trained questions and on their paraphrased questions, and the reference answer's probability
 exp(−NLL). Every stage is stored in --out and skipped on a re-run, so the script can be stopped and restarted.
@@ -41,9 +41,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("--template", default="smollm2-135m-instruct")
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--alphas", default="1.0,0.5,1.5")
-    p.add_argument("--transplant", default="gemma-3-270m,qwen2.5-coder-0.5b-instruct",
+    p.add_argument("--transplant", default="gemma-3-270m,qwen2.5-coder-0.5b-instruct,qwen2.5-coder-1.5b-instruct",
                    help="models that also get a transplanted-delta row")
     p.add_argument("--transplant-steps", type=int, default=40, help="alignment (distillation) steps")
+    p.add_argument("--transplant-layouts", default="factored,dense", help="transplant layouts to measure")
     p.add_argument("--no-finetune", action="store_true", help="skip the direct fine-tuning upper bound")
     p.add_argument("--delta-epochs", type=int, default=40)
     p.add_argument("--delta-lr", type=float, default=2e-3)
@@ -88,14 +89,16 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, delta: DeltaModel,
     row("vanilla", [])
     for alpha in (float(a) for a in args.alphas.split(",") if a):
         row(f"delta a={alpha:g}", [(delta, alpha, token_map)])
-    if spec in args.transplant.split(",") and token_map is not None:
-        moved = out / "transplant" / f"{slug(spec)}-{key}"
+    transplanted = spec in args.transplant.split(",") and token_map is not None
+    for layout in args.transplant_layouts.split(",") if transplanted else ():
+        moved = out / "transplant" / f"{slug(spec)}-{key}-{layout}"
         if not (moved / "crossmodel.json").is_file():
             start = time.time()
-            _, summary = run_transplant(delta.path, user, moved, distill_data=train_file,
+            _, summary = run_transplant(delta.path, user, moved, layout=layout, distill_data=train_file,
                                         cfg=DistillConfig(steps=args.transplant_steps))
-            cached(where / "transplant_build.json", lambda: {"summary": summary, "wall_s": time.time() - start}, key)
-        row(f"transplanted delta ({args.transplant_steps} steps) a=1", [(DeltaModel.load(moved), 1.0, None)])
+            cached(where / f"transplant_build_{layout}.json",
+                   lambda: {"summary": summary, "wall_s": time.time() - start}, key)
+        row(f"transplanted delta, {layout} ({args.transplant_steps} steps) a=1", [(DeltaModel.load(moved), 1.0, None)])
     if args.no_finetune:
         return
     tuned = out / "finetuned" / slug(spec)
@@ -123,7 +126,7 @@ def report(args: argparse.Namespace, out: Path) -> str:
              "share of fine-tune gain (questions / paraphrased) | eval s |", "|---|---|---|---|---|---|---|---|"]
     for spec in args.models.split(","):
         where = out / "results" / slug(spec)
-        rows = {p.stem: json.loads(p.read_text()) for p in sorted(where.glob("*.json")) if p.stem != "transplant_build"}
+        rows = {p.stem: json.loads(p.read_text()) for p in sorted(where.glob("*.json")) if not p.stem.startswith("transplant_build")}
         if not rows:
             continue
         base, top = rows.get("vanilla"), rows.get("direct fine-tune (LoRA)")

@@ -5,7 +5,8 @@
 Gemma-3-270m (user) steered by a ~10M delta in SmolLM2-135M-Instruct's vocabulary through a `normalized` token
 map, greedy, one prompt of about `--prompt-tokens` Gemma tokens. The full re-encode runs the delta over the whole
 text at every step (quadratic in the text length); the incremental path feeds only the new suffix (linear), so
-the gap grows with the prompt. Rows as in steer_overhead.py (ms per generated token, EOS ignored).
+the gap grows with the prompt; the delta transplanted into Gemma's vocabulary (factored layout) needs no sync.
+Rows as in steer_overhead.py (ms per generated token, EOS ignored).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from crossmodel.models import load_model
 from crossmodel.steer import DeltaModel, steer
+from crossmodel.steer.transplant import transplant
 from crossmodel.vocab import TokenMap
 from steer_overhead import PROMPTS, best_time, plain_fn, steered_fn
 
@@ -53,6 +55,10 @@ def main() -> None:
     ref, _ = best_time(steered_fn(full, prompt, n), 1)
     print(f"| + SmolLM2-vocab delta, full re-encode | {ref * 1e3:.1f} | {ref / plain:.2f}x plain, "
           f"{ref / inc:.1f}x incremental |", flush=True)
+    moved, _ = transplant(delta, gemma)  # factored: no sync at all
+    moved_s, _ = best_time(steered_fn(steer(gemma, deltas=[(moved, 1.0, None)]), prompt, n), 1)
+    print(f"| + delta transplanted to Gemma's vocab (factored) | {moved_s * 1e3:.1f} | {moved_s / plain:.2f}x plain, "
+          f"{moved_s / inc:.2f}x incremental |", flush=True)
 
 
 if __name__ == "__main__":

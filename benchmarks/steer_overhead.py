@@ -5,7 +5,8 @@
 Rows: SmolLM2-135M-Instruct plain vs steered by a ~10M delta in its own vocabulary (target <= 1.10x);
 Gemma-3-270m plain vs steered by the same SmolLM2-vocabulary delta through a PM-MinED token map, with the
 incremental re-encode + cache crop (target <= 1.25x) and with the reference's full re-encode without cache
-(incremental should be >= 3x faster), and with the delta transplanted into Gemma's vocabulary (issue 8);
+(incremental should be >= 3x faster), and with the delta transplanted into Gemma's vocabulary (issue 8: factored,
+i.e. source head + sparse map, and dense, i.e. one row per Gemma token like a delta native to that vocabulary);
 steered SmolLM2 at batch 8 vs batch 1 in tokens/s (target >= 4x), next to plain `generate` at batch 8 (the
 ceiling the same hardware gives without steering). `--only-batch` runs the
 SmolLM2 batch rows alone.
@@ -95,7 +96,8 @@ def main() -> None:
 
 def cross_vocabulary_rows(delta, p1, n, r, row) -> None:
     """Gemma-3-270m plain vs the SmolLM2-vocabulary delta: runtime-mapped (incremental and full re-encode) and
-    transplanted into Gemma's vocabulary (issue 8; no alignment, which does not change the speed)."""
+    transplanted into Gemma's vocabulary in both layouts (issue 8; no alignment, which does not change the
+    speed)."""
     from crossmodel.steer.transplant import transplant
 
     gemma = load_model("gemma-3-270m")
@@ -110,10 +112,12 @@ def cross_vocabulary_rows(delta, p1, n, r, row) -> None:
     g_full, gk_full = best_time(steered_fn(full, p1, n), 1)
     row("Gemma-3-270m + SmolLM2-vocab delta, full re-encode", g_full, gk_full,
         f"{g_full / g_plain:.2f}x plain, {g_full / g_inc:.1f}x incremental")
-    moved, _ = transplant(delta, gemma)
-    g_moved, gk_moved = best_time(steered_fn(steer(gemma, deltas=[(moved, 1.0, None)]), p1, n), r)
-    row("Gemma-3-270m + delta transplanted to Gemma's vocab", g_moved, gk_moved,
-        f"{g_moved / g_plain:.2f}x plain, {g_moved / g_inc:.2f}x incremental")
+    one_to_many = None  # transplant's own default map, built once for both layouts
+    for layout in ("factored", "dense"):  # dense: one head row per Gemma token, a delta native to Gemma's vocab
+        moved, one_to_many = transplant(delta, gemma, token_map=one_to_many, layout=layout)
+        g_moved, gk_moved = best_time(steered_fn(steer(gemma, deltas=[(moved, 1.0, None)]), p1, n), r)
+        row(f"Gemma-3-270m + delta transplanted to Gemma's vocab, {layout}", g_moved, gk_moved,
+            f"{g_moved / g_plain:.2f}x plain, {g_moved / g_inc:.2f}x incremental")
 
 
 if __name__ == "__main__":

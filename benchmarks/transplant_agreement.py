@@ -36,6 +36,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--loss", default="mse")
     p.add_argument("--trainable", default="all")
+    p.add_argument("--layout", default="factored", help="layout of the transplant that is aligned: factored | dense")
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
@@ -88,19 +89,22 @@ def main() -> None:
     else:
         source, kind = DeltaModel.create(vocabulary_of=args.delta_vocab, layers=2, d_model=128, heads=4), "fresh"
     start = time.perf_counter()
-    moved, token_map = transplant(source, user, mode=args.mode)
+    moved, token_map = transplant(source, user, mode=args.mode, layout=args.layout)
     built = time.perf_counter() - start
     train, held_out = _texts(args.train_data, 8, 0), _texts(args.eval_data, 4, 1)
     print(f"user {args.user} ({moved.rows} rows) <- delta {kind}, {source.rows} rows; map {args.mode}; "
-          f"transplant {built:.1f} s; rows {provenance(moved.config)['rows']}")
+          f"{args.layout} transplant {built:.1f} s; rows {provenance(moved.config)['rows']}")
     if not args.timing_only:
         _agreement(args, source, moved, token_map, train, held_out)
     if args.no_timing:
         return
     prompts = [t.split("\n")[0] for t in held_out[: args.prompts]]
+    other = "dense" if args.layout == "factored" else "factored"
     runs = {"plain user model": steer(user, deltas=[]),
             "+ mapped delta (runtime map, incremental sync)": steer(user, deltas=[(source, 1.0, token_map)]),
-            "+ transplanted delta (same vocabulary)": steer(user, deltas=[(moved, 1.0, None)])}
+            f"+ transplanted delta, {args.layout} (same vocabulary)": steer(user, deltas=[(moved, 1.0, None)]),
+            f"+ transplanted delta, {other} (same vocabulary)": steer(user, deltas=[(transplant(
+                source, user, token_map=token_map, layout=other)[0], 1.0, None)])}
     print(f"\n| greedy decoding, {len(prompts)} prompts x {args.max_new_tokens} new tokens, {args.threads} threads "
           "| seconds | tokens/s | vs plain |")
     print("|---|---|---|---|")

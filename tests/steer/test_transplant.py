@@ -2,12 +2,14 @@
 its use as an ordinary same-vocabulary delta, and the error paths."""
 
 import json
+import shutil
 
 import pytest
 import torch
 
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.steer.delta import CONFIG_NAME
+from crossmodel.steer.mapped_vocab import vocab_matrices
 from crossmodel.steer.transplant import (MAP_DIR, ROW_COMBINED, ROW_EXACT, ROW_UNMAPPED, provenance,
                                          save_transplant, transplant, transplant_weights, weights_digest)
 from crossmodel.vocab import TokenMap
@@ -47,9 +49,10 @@ def test_transplant_weights_single_id_map_and_width_check():
         transplant_weights(torch.randn(6, 3), _hand_map())
 
 
-def test_round_trip_own_vocabulary_gives_identical_logits(bpe_tok):
+@pytest.mark.parametrize("layout", ["factored", "dense"])
+def test_round_trip_own_vocabulary_gives_identical_logits(bpe_tok, layout):
     delta = _delta(bpe_tok)
-    moved, token_map = transplant(delta, bpe_tok)
+    moved, token_map = transplant(delta, bpe_tok, layout=layout)
     assert token_map.mode == "identity"
     ids = bpe_tok(["A delta model steers a large language model."], return_tensors="pt").input_ids
     assert torch.equal(moved.model(ids).logits, delta.model(ids).logits)
@@ -76,6 +79,30 @@ def test_cross_vocabulary_exact_rows_reproduce_the_source(bpe_tok, char_tok, tie
             assert torch.equal(p, dict(moved.model.named_parameters())[name]), name
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_factored_and_dense_layouts_give_the_same_delta(bpe_tok, char_tok, tie):
+    delta = _delta(bpe_tok, tie=tie)
+    factored, token_map = transplant(delta, char_tok)
+    dense, _ = transplant(delta, char_tok, token_map=token_map, layout="dense")
+    assert factored.config.architecture["layout"] == "factored" and factored.rows == dense.rows == len(char_tok)
+    # the factored delta keeps the source's parameters: its rows are combined through the map on the fly
+    assert sum(p.numel() for p in factored.model.parameters()) == sum(p.numel() for p in delta.model.parameters())
+    assert dense.model.get_input_embeddings().weight.shape[0] == len(char_tok) != len(bpe_tok)
+    assert all(torch.equal(a, b) for a, b in zip(vocab_matrices(factored.model), vocab_matrices(dense.model))
+               if a is not None)
+    ids = char_tok(["Tokenizers split text.", "A delta"], return_tensors="pt", padding=True)
+    assert torch.allclose(factored.model(**ids).logits, dense.model(**ids).logits, atol=1e-4)
+
+
+def test_a_transplant_of_a_factored_transplant(bpe_tok, char_tok):
+    there, _ = transplant(_delta(bpe_tok), char_tok)  # factored
+    back, token_map = transplant(there, bpe_tok)  # factored over the dense rows of `there`
+    back_dense, _ = transplant(there, bpe_tok, token_map=token_map, layout="dense")
+    assert back.rows == len(bpe_tok) and provenance(back.config)["source_provenance"]["target_rows"] == len(char_tok)
+    ids = bpe_tok(["The quick brown fox"], return_tensors="pt").input_ids
+    assert torch.allclose(back.model(ids).logits, back_dense.model(ids).logits, atol=1e-4)
+
+
 def test_transplanted_delta_steers_without_a_map(bpe_tok, char_user):
     moved, _ = transplant(_delta(bpe_tok), char_user)
     with pytest.raises(ValueError, match="crossmodel map"):
@@ -86,6 +113,17 @@ def test_transplanted_delta_steers_without_a_map(bpe_tok, char_user):
     lp, lp0 = s.score(["The quick"], [" brown fox"]), plain.score(["The quick"], [" brown fox"])
     assert lp[0].shape == lp0[0].shape and not torch.allclose(lp[0], lp0[0])
     assert len(s.generate(["Once upon"], max_new_tokens=4)) == 1
+
+
+def test_both_layouts_steer_alike(bpe_tok, char_user):
+    delta = _delta(bpe_tok)
+    factored, token_map = transplant(delta, char_user)
+    dense, _ = transplant(delta, char_user, token_map=token_map, layout="dense")
+    with_f, with_d = steer(char_user, deltas=[(factored, 1.0, None)]), steer(char_user, deltas=[(dense, 1.0, None)])
+    prompts, answers = ["The quick", "Once upon a"], [" brown fox", " time"]
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(with_f.score(prompts, answers),
+                                                                 with_d.score(prompts, answers)))
+    assert with_f.generate(prompts, max_new_tokens=6) == with_d.generate(prompts, max_new_tokens=6)
 
 
 def test_save_load_records_provenance_and_map(tmp_path, bpe_tok, char_tok):
@@ -106,6 +144,28 @@ def test_save_load_records_provenance_and_map(tmp_path, bpe_tok, char_tok):
     assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in (tmp_path / "out").rglob("*"))
 
 
+def test_factored_artefact_stores_the_source_rows_and_needs_its_map(tmp_path, bpe_tok, char_tok):
+    from safetensors import safe_open
+
+    delta = _delta(bpe_tok, tie=False)
+    moved, token_map = transplant(delta, char_tok)
+    moved.save(tmp_path / "out")  # DeltaModel.save writes a factored delta's map itself
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}
+    assert shapes["model.embed_tokens.weight"][0] == shapes["lm_head.weight"][0] == len(bpe_tok)  # source rows
+    loaded = DeltaModel.load(tmp_path / "out")
+    assert loaded.rows == len(char_tok) and loaded.config.architecture["layout"] == "factored"
+    ids = char_tok(["steer it"], return_tensors="pt").input_ids
+    assert torch.equal(loaded.model(ids).logits, moved.model(ids).logits)
+    shutil.rmtree(tmp_path / "out" / MAP_DIR)
+    with pytest.raises(FileNotFoundError, match=MAP_DIR):
+        DeltaModel.load(tmp_path / "out")
+    token_map.user_fingerprint = "0" * 64
+    token_map.save(tmp_path / "out" / MAP_DIR)
+    with pytest.raises(ValueError, match="map was replaced"):
+        DeltaModel.load(tmp_path / "out")
+
+
 def test_wrong_map_and_bad_target_are_refused(bpe_tok, char_tok):
     delta = _delta(bpe_tok)
     wrong = TokenMap.build(bpe_tok, char_tok, mode="normalized")  # built the other way round
@@ -116,6 +176,8 @@ def test_wrong_map_and_bad_target_are_refused(bpe_tok, char_tok):
         transplant(delta, char_tok, token_map=other_width)
     with pytest.raises(ValueError, match="model spec"):
         transplant(delta, 42)
+    with pytest.raises(ValueError, match="layout='sparse'; choose one of"):
+        transplant(delta, char_tok, layout="sparse")
 
 
 @pytest.mark.slow
@@ -132,5 +194,8 @@ def test_real_pair_gemma_from_smollm2_vocabulary():
     record = provenance(moved.config)
     assert moved.rows == 262144 and sum(record["rows"].values()) == 262144
     assert record["rows"]["exact"] > 10000 and moved.config.vocab_fingerprint == gemma.fingerprint
+    dense, _ = transplant(source, gemma, token_map=token_map, layout="dense")
+    g_ids = gemma.tokenizer(["Bettina Quenneville was born in Sapporo."], return_tensors="pt").input_ids
+    assert torch.allclose(moved.model(g_ids).logits, dense.model(g_ids).logits, atol=1e-4)
     lp = steer(gemma, deltas=[(moved, 1.0, None)]).score(["The capital of France is"], [" Paris"])
     assert torch.isfinite(lp[0]).all()

@@ -33,12 +33,12 @@ def char_tok():
     return _char_tokenizer()
 
 
-def _pair(tokenizer, char_tok, seed=0):
+def _pair(tokenizer, char_tok, seed=0, layout="factored"):
     """(original delta in the BPE vocabulary, its transplant into the char vocabulary, the map)."""
     source = DeltaModel.create(vocabulary_of=tokenizer, layers=1, d_model=32, heads=4, seed=seed)
     with torch.no_grad():
         source.model.get_output_embeddings().weight.mul_(30.0)
-    moved, token_map = transplant(source, char_tok, mode="one-to-many")
+    moved, token_map = transplant(source, char_tok, mode="one-to-many", layout=layout)
     return source, moved, token_map
 
 
@@ -74,9 +74,9 @@ def test_agreement_is_perfect_for_an_own_vocabulary_transplant(tokenizer):
     assert scores["top1"] == scores["top10"] == 1.0 and scores["pearson"] == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["kl", "mse"])
-def test_distill_moves_the_transplant_toward_the_mapped_original(tokenizer, char_tok, loss):
-    source, moved, token_map = _pair(tokenizer, char_tok)
+@pytest.mark.parametrize("loss,layout", [("kl", "factored"), ("mse", "factored"), ("mse", "dense")])
+def test_distill_moves_the_transplant_toward_the_mapped_original(tokenizer, char_tok, loss, layout):
+    source, moved, token_map = _pair(tokenizer, char_tok, layout=layout)
     teacher_before = {k: v.clone() for k, v in source.model.state_dict().items()}
     before = logit_agreement(moved, source, token_map, TEXTS)
     cfg = DistillConfig(steps=15, lr=3e-3, batch_size=3, loss=loss)

@@ -17,6 +17,8 @@ def transplant(
     out: Path = typer.Option(..., help="directory of the transplanted delta"),
     mode: str = typer.Option("one-to-many", help="map mode: one-to-many | normalized | cmc"),
     map_dir: Optional[Path] = typer.Option(None, "--map", help="a prebuilt map TARGET -> DELTA (replaces --mode)"),
+    layout: str = typer.Option("factored", help="factored: source rows + the map, combined on the fly (the "
+                               "source's size and speed) | dense: one row per target token"),
     distill_steps: Optional[int] = typer.Option(
         None, help="alignment steps toward the original's mapped logits (default 200 with --distill-data)"),
     distill_data: Optional[Path] = typer.Option(
@@ -32,8 +34,8 @@ def transplant(
     try:
         wanted = distill_steps is not None or distill_data is not None
         cfg = DistillConfig(steps=distill_steps or DistillConfig.steps, lr=distill_lr) if wanted else None
-        path, record = run_transplant(delta, to, out, mode=mode, token_map=map_dir, distill_data=distill_data,
-                                      distill_format=distill_format, cfg=cfg)
+        path, record = run_transplant(delta, to, out, mode=mode, token_map=map_dir, layout=layout,
+                                      distill_data=distill_data, distill_format=distill_format, cfg=cfg)
     except (ValueError, FileNotFoundError, OSError) as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(1)

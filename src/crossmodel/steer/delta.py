@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 from crossmodel import __version__
 from crossmodel.io import atomic_dir, atomic_write_json, commit_dir
 from crossmodel.steer.combine import COMBINE_RULES
+from crossmodel.steer.mapped_vocab import MAP_DIR, factor_vocabulary, logits_rows, mapped_token_map
 
 CONFIG_NAME = "crossmodel.json"
 SCHEMA_VERSION = 1
@@ -123,7 +124,7 @@ class DeltaModel:
     @property
     def rows(self) -> int:
         """Width of the delta's logits."""
-        return self.model.get_output_embeddings().weight.shape[0]
+        return logits_rows(self.model)
 
     @classmethod
     def create(cls, vocabulary_of: Any, layers: int = 4, d_model: int = 256, heads: int = 4,
@@ -174,12 +175,15 @@ class DeltaModel:
         return cls(model=model, tokenizer=tokenizer, config=config)
 
     def save(self, directory: str | Path) -> Path:
-        """Write the HF model dir (safetensors), tokenizer files and crossmodel.json atomically; return the dir."""
+        """Write the HF model dir (safetensors), tokenizer files and crossmodel.json atomically; return the dir.
+        A delta in the factored layout (a transplant) also writes its token map, to `transplant_map/`."""
         directory = Path(directory)
         tmp = atomic_dir(directory)
         try:
             self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
+            if (token_map := mapped_token_map(self.model)) is not None:
+                token_map.save(tmp / MAP_DIR)
             atomic_write_json(tmp / CONFIG_NAME, self.config.to_dict())
             commit_dir(tmp, directory)
         except BaseException:
@@ -206,6 +210,8 @@ class DeltaModel:
         config = DeltaConfig.from_dict(raw, source=str(path))
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
         tokenizer = AutoTokenizer.from_pretrained(directory)
+        if config.architecture.get("layout") == "factored":
+            model = _factored(model, directory, config.vocab_fingerprint)
         if check and config.vocab_fingerprint:
             found = vocab_fingerprint(tokenizer)
             if found != config.vocab_fingerprint:
@@ -213,3 +219,18 @@ class DeltaModel:
                                  f"{CONFIG_NAME} ({config.vocab_fingerprint[:12]}); the tokenizer files were "
                                  "replaced — restore them or re-save the delta")
         return cls(model=model, tokenizer=tokenizer, config=config, path=directory)
+
+
+def _factored(model: Any, directory: Path, fingerprint: str) -> Any:
+    """The loaded source-vocabulary model of a factored transplant, put back in its target vocabulary."""
+    from crossmodel.vocab import TokenMap
+
+    if not (directory / MAP_DIR).is_dir():
+        raise FileNotFoundError(f"{directory / MAP_DIR} not found: {directory} holds a transplanted delta in the "
+                                f"factored layout, whose rows need that token map; restore the directory or "
+                                "transplant the source delta again")
+    token_map = TokenMap.load(directory / MAP_DIR)
+    if fingerprint and token_map.user_fingerprint != fingerprint:
+        raise ValueError(f"{directory / MAP_DIR} maps from vocabulary {token_map.user_fingerprint[:12]}, not the "
+                         f"delta's ({fingerprint[:12]}, {CONFIG_NAME}); the map was replaced — transplant again")
+    return factor_vocabulary(model, token_map)

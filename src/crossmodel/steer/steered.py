@@ -17,6 +17,7 @@ import torch
 from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.delta import DeltaModel, vocab_fingerprint
 from crossmodel.steer.generate import DeltaSlot, steered_tokens, token_picker
+from crossmodel.steer.mapped_vocab import logits_rows
 from crossmodel.steer.score import score_batch
 from crossmodel.steer.sync import complete_text, left_pad
 
@@ -42,7 +43,7 @@ class SteerConfig:
 
 
 def _rows(model: Any) -> int:
-    return model.get_output_embeddings().weight.shape[0]
+    return logits_rows(model)
 
 
 def _name(obj: Any, fallback: str) -> str:

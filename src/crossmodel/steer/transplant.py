@@ -19,10 +19,11 @@ from typing import Any
 import torch
 
 from crossmodel.steer.delta import DeltaModel, vocab_fingerprint
+from crossmodel.steer.mapped_vocab import (MAP_DIR, combine_rows, factor_vocabulary, row_pieces,
+                                           vocab_matrices)
 
-MAP_DIR = "transplant_map"  # the target -> source TokenMap, saved inside the transplanted delta's directory
 ROW_UNMAPPED, ROW_EXACT, ROW_COMBINED = 0, 1, 2  # how each target row was made
-_CHUNK = 1 << 16  # map entries per gather chunk: bounds the temporary (chunk, d_model) tensor
+LAYOUTS = ("factored", "dense")  # factored: source rows + map, combined on the fly; dense: one row per target
 
 
 def _target(to: Any, rows: int | None) -> tuple[Any, int, str]:
@@ -68,19 +69,6 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _entries(token_map: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(target row, source row, weight) of every map entry; weights normalised to sum 1 per target row."""
-    if token_map.indptr is not None:
-        counts = token_map.indptr[1:] - token_map.indptr[:-1]
-        rows = torch.repeat_interleave(torch.arange(token_map.user_rows), counts)
-        cols, weights = token_map.indices.long(), token_map.weights.double()
-    else:
-        rows = (token_map.ids >= 0).nonzero().flatten()
-        cols, weights = token_map.ids[rows], torch.ones(len(rows), dtype=torch.float64)
-    totals = torch.zeros(token_map.user_rows, dtype=torch.float64).index_add_(0, rows, weights)
-    return rows, cols, (weights / totals[rows].clamp_min(1e-30)).float()
-
-
 def transplant_weights(matrix: torch.Tensor, token_map: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Source rows (V_source, ...) -> target rows (token_map.user_rows, ...) and each row's origin (uint8).
 
@@ -91,23 +79,18 @@ def transplant_weights(matrix: torch.Tensor, token_map: Any) -> tuple[torch.Tens
     if matrix.shape[0] != token_map.delta_rows:
         raise ValueError(f"the source matrix has {matrix.shape[0]} rows but the token map was built for "
                          f"delta_rows={token_map.delta_rows}; rebuild the map against this delta's logits width")
-    source = matrix.detach().float()
-    rows, cols, weights = _entries(token_map)
-    out = torch.zeros((token_map.user_rows, *source.shape[1:]), dtype=torch.float32)
-    for start in range(0, len(rows), _CHUNK):  # chunks keep the (nnz, d_model) product small
-        part = slice(start, start + _CHUNK)
-        scale = weights[part].reshape(-1, *([1] * (source.dim() - 1)))
-        out.index_add_(0, rows[part], source[cols[part]] * scale)  # (chunk, d_model) summed into target rows
-    has_entry = torch.zeros(token_map.user_rows, dtype=torch.bool)
-    has_entry[rows] = True
+    pieces, weights = row_pieces(token_map)
+    return combine_rows(matrix.detach().float(), pieces, weights).to(matrix.dtype), _origins(token_map, pieces)
+
+
+def _origins(token_map: Any, pieces: torch.Tensor) -> torch.Tensor:
+    """How each target row is made: ROW_EXACT (one exact-match piece, copied), ROW_UNMAPPED, ROW_COMBINED."""
     exact = (token_map.match == 1) & (token_map.ids >= 0)
     if token_map.indptr is not None:  # an exact one-to-many row holds a single piece
         exact &= (token_map.indptr[1:] - token_map.indptr[:-1]) == 1
-    out[exact] = source[token_map.ids[exact]]  # copied bit for bit, no arithmetic
-    out[~has_entry] = source.mean(dim=0)  # unmapped: the mean row (flagged)
     origin = torch.full((token_map.user_rows,), ROW_COMBINED, dtype=torch.uint8)
-    origin[exact], origin[~has_entry] = ROW_EXACT, ROW_UNMAPPED
-    return out.to(matrix.dtype), origin
+    origin[exact], origin[pieces[:, 0] == token_map.delta_rows] = ROW_EXACT, ROW_UNMAPPED
+    return origin
 
 
 def _vocab_param_names(model: torch.nn.Module) -> set[str]:
@@ -173,30 +156,41 @@ def _record(delta: DeltaModel, source_path: Path | None, target_name: str, rows:
 
 
 def transplant(delta: DeltaModel | str | Path, to: Any, *, mode: str = "one-to-many", token_map: Any = None,
-               rows: int | None = None, **map_options: Any) -> tuple[DeltaModel, Any]:
+               rows: int | None = None, layout: str = "factored", **map_options: Any) -> tuple[DeltaModel, Any]:
     """A new DeltaModel in the vocabulary of `to` (model spec, LoadedModel or HF tokenizer), and its map.
 
     `token_map` (target -> source, e.g. from `crossmodel map --user TARGET --delta DELTA`) replaces building one
     with `mode` and `map_options`. `rows` overrides the target logits width (default: the target model's).
-    Blocks are shared by value (copied); the source delta is left untouched.
+    `layout`: "factored" keeps the source rows and combines them through the map on the fly (the source's size
+    and per-step cost); "dense" stores one row per target token (rows that alignment can move one by one).
+    Blocks are copied; the source delta is left untouched.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}; choose one of {LAYOUTS}")
     source_path = Path(delta) if isinstance(delta, (str, Path)) else delta.path
     delta = DeltaModel.load(delta) if isinstance(delta, (str, Path)) else delta
     tokenizer, rows, target_name = _target(to, rows)
     if token_map is None:
         token_map = build_transplant_map(delta, tokenizer, rows, mode, **map_options)
     _check_map(token_map, tokenizer, delta, rows)
-    model = _rebuilt(delta.model, rows, tokenizer)
-    embed, origin = transplant_weights(delta.model.get_input_embeddings().weight, token_map)
-    source_head, head = delta.model.get_output_embeddings(), model.get_output_embeddings()
+    embed, head_weight, head_bias = vocab_matrices(delta.model)  # dense, also for a factored source
+    pieces, weights = row_pieces(token_map)
+    if layout == "dense":
+        embed, head_weight, head_bias = (None if m is None else combine_rows(m.detach().float(), pieces, weights)
+                                         for m in (embed, head_weight, head_bias))
+    model = _rebuilt(delta.model, embed.shape[0], tokenizer)
+    head = model.get_output_embeddings()
     with torch.no_grad():
         model.get_input_embeddings().weight.copy_(embed)
         if head.weight is not model.get_input_embeddings().weight:  # untied: the head is transplanted on its own
-            head.weight.copy_(transplant_weights(source_head.weight, token_map)[0])
-        if getattr(source_head, "bias", None) is not None:
-            head.bias.copy_(transplant_weights(source_head.bias, token_map)[0])
-    record = _record(delta, source_path, target_name, rows, token_map, origin)
-    arch = {**delta.config.architecture, "vocab_rows": rows, "parameters": sum(p.numel() for p in model.parameters())}
+            head.weight.copy_(head_weight)
+        if head_bias is not None:
+            head.bias.copy_(head_bias)
+    if layout == "factored":
+        factor_vocabulary(model, token_map)
+    record = _record(delta, source_path, target_name, rows, token_map, _origins(token_map, pieces))
+    arch = {**delta.config.architecture, "vocab_rows": rows, "layout": layout,
+            "parameters": sum(p.numel() for p in model.parameters())}
     # _check_map verified the map against `tokenizer`, so its user fingerprint is the target's (no re-hash)
     config = dataclasses.replace(delta.config, vocab_fingerprint=token_map.user_fingerprint, architecture=arch)
     return DeltaModel(model=model, tokenizer=tokenizer, config=with_provenance(config, record)), token_map
@@ -213,7 +207,9 @@ def provenance(config: Any) -> dict[str, Any]:
 
 
 def save_transplant(delta: DeltaModel, token_map: Any, directory: str | Path) -> Path:
-    """Save the transplanted delta (HF dir + crossmodel.json) and its map under `directory`/transplant_map."""
+    """Save the transplanted delta (HF dir + crossmodel.json) and its map under `directory`/transplant_map
+    (a factored delta saves its own map: the map is part of its weights)."""
     directory = delta.save(directory)
-    token_map.save(directory / MAP_DIR)
+    if not (directory / MAP_DIR).is_dir():
+        token_map.save(directory / MAP_DIR)
     return directory

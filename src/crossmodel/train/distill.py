@@ -38,7 +38,7 @@ def _mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 DISTILL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"kl": _kl, "mse": _mse}
-TRAINABLE = ("vocab", "all")  # vocab: input embeddings + output head only (the transplanted rows); all: every weight
+TRAINABLE = ("vocab", "all")  # vocab: input embeddings + output head only (the vocabulary rows); all: every weight
 
 
 @dataclass(frozen=True)
@@ -274,10 +274,12 @@ def distill_transplant(student: Any, teacher: Any, token_map: Any, texts: list[s
 
 
 def run_transplant(delta: str | Path, to: Any, out: str | Path, *, mode: str = "one-to-many",
-                   token_map: str | Path | None = None, distill_data: str | Path | None = None,
-                   distill_format: str = "tofu", cfg: DistillConfig | None = None) -> tuple[Path, dict[str, Any]]:
-    """`crossmodel transplant`: transplant `delta` into the vocabulary of `to`, optionally distil it on
-    `distill_data` toward the original's mapped logits, save it to `out`; returns (out, summary)."""
+                   token_map: str | Path | None = None, layout: str = "factored",
+                   distill_data: str | Path | None = None, distill_format: str = "tofu",
+                   cfg: DistillConfig | None = None) -> tuple[Path, dict[str, Any]]:
+    """`crossmodel transplant`: transplant `delta` into the vocabulary of `to` (`layout` factored or dense),
+    optionally distil it on `distill_data` toward the original's mapped logits, save it to `out`; returns
+    (out, summary)."""
     from crossmodel.steer import DeltaModel
     from crossmodel.steer.transplant import provenance, save_transplant, transplant
     from crossmodel.vocab import TokenMap
@@ -287,7 +289,7 @@ def run_transplant(delta: str | Path, to: Any, out: str | Path, *, mode: str = "
     texts = load_texts(distill_data, distill_format) if distill_data is not None else None
     source = DeltaModel.load(delta)
     tmap = TokenMap.load(token_map) if token_map is not None else None
-    moved, tmap = transplant(source, to, mode=mode, token_map=tmap)
+    moved, tmap = transplant(source, to, mode=mode, token_map=tmap, layout=layout)
     if texts is not None:
         distill_transplant(moved, source, tmap, texts, cfg or DistillConfig())
     return save_transplant(moved, tmap, out), provenance(moved.config)
