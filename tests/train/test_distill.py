@@ -127,5 +127,11 @@ def test_cli_transplant_with_distillation(tmp_path, tokenizer, char_tok):
     record = raw["provenance"]
     assert record["map"]["mode"] == "one-to-many" and record["distill"]["config"]["steps"] == 2
     assert DeltaModel.load(tmp_path / "out").rows == len(char_tok)
+    assert raw["architecture"]["layout"] == "factored"  # the default
     failed = runner.invoke(app, [*args, "--distill-steps", "2"])
     assert failed.exit_code == 1 and "--distill-data" in failed.output
+    dense = runner.invoke(app, [*args[:-1], str(tmp_path / "dense"), "--layout", "dense"])
+    assert dense.exit_code == 0, dense.output
+    assert DeltaModel.load(tmp_path / "dense").config.architecture["layout"] == "dense"
+    wrong = runner.invoke(app, [*args, "--layout", "sparse"])
+    assert wrong.exit_code == 1 and "choose one of" in wrong.output

@@ -6,6 +6,9 @@ mean of the source rows that token maps to — the pieces of a one-to-many map w
 normalized / cmc map (exact matches are copied bit for bit). Target tokens the map leaves unmapped get the mean
 source row and are flagged in `crossmodel.json`. The transformer blocks are copied unchanged. The map itself is
 saved beside the model (`transplant_map/`), so every row's origin can be looked up.
+
+Two layouts: "factored" (default) keeps the source rows and combines them through the map on the fly
+(`mapped_vocab`: the source delta's size and per-step cost); "dense" stores one row per target token.
 """
 
 from __future__ import annotations
