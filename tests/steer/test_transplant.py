@@ -1,6 +1,7 @@
 """Transplant: a delta rebuilt in another vocabulary (rows = weighted source rows, blocks copied), its artefact,
 its use as an ordinary same-vocabulary delta, and the error paths."""
 
+import copy
 import json
 import shutil
 
@@ -92,6 +93,16 @@ def test_factored_and_dense_layouts_give_the_same_delta(bpe_tok, char_tok, tie):
                if a is not None)
     ids = char_tok(["Tokenizers split text.", "A delta"], return_tensors="pt", padding=True)
     assert torch.allclose(factored.model(**ids).logits, dense.model(**ids).logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["factored", "dense"])
+def test_target_special_ids_beyond_the_source_rows(bpe_tok, char_tok, layout):
+    target = copy.deepcopy(bpe_tok)  # like Qwen (pad 151643) <- a SmolLM2-vocabulary delta (49,152 rows)
+    target.pad_token = target.convert_ids_to_tokens(len(target) - 1)
+    assert target.pad_token_id >= len(char_tok)
+    moved, _ = transplant(_delta(char_tok), target, layout=layout)
+    assert moved.rows == len(target) and torch.isfinite(moved.model(target(["fox"], return_tensors="pt").input_ids)
+                                                         .logits).all()
 
 
 def test_a_transplant_of_a_factored_transplant(bpe_tok, char_tok):

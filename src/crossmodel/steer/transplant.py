@@ -105,15 +105,18 @@ def _vocab_param_names(model: torch.nn.Module) -> set[str]:
     return {n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in vocab_tensors}
 
 
-def _rebuilt(model: torch.nn.Module, rows: int, tokenizer: Any) -> torch.nn.Module:
-    """A model of the same class and blocks with a `rows`-wide vocabulary; embeddings/head left to fill."""
+def _rebuilt(model: torch.nn.Module, rows: int, tokenizer: Any = None) -> torch.nn.Module:
+    """A model of the same class and blocks with a `rows`-wide vocabulary; embeddings/head left to fill.
+    Its config takes the special-token ids of `tokenizer` (default: keeps the source's), each only if it is
+    a row of the new matrices."""
     config = copy.deepcopy(model.config)
     if not hasattr(config, "vocab_size"):
         raise ValueError(f"{type(model).__name__}'s config has no vocab_size; transplant supports decoder-only "
                          "causal LMs such as the Llama-style deltas DeltaModel.create builds")
     config.vocab_size = rows
-    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    config.pad_token_id = tokenizer.pad_token_id
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        token_id = getattr(tokenizer if tokenizer is not None else config, name, None)
+        setattr(config, name, token_id if isinstance(token_id, int) and 0 <= token_id < rows else None)
     dtype = next(model.parameters()).dtype
     new = type(model)(config).to(dtype).eval()
     skip = _vocab_param_names(model)
@@ -181,7 +184,8 @@ def transplant(delta: DeltaModel | str | Path, to: Any, *, mode: str = "one-to-m
     if layout == "dense":
         embed, head_weight, head_bias = (None if m is None else combine_rows(m.detach().float(), pieces, weights)
                                          for m in (embed, head_weight, head_bias))
-    model = _rebuilt(delta.model, embed.shape[0], tokenizer)
+    # dense: an HF model in the target vocabulary; factored: one in the source vocabulary, mapped on the fly
+    model = _rebuilt(delta.model, embed.shape[0], tokenizer if layout == "dense" else None)
     head = model.get_output_embeddings()
     with torch.no_grad():
         model.get_input_embeddings().weight.copy_(embed)
