@@ -64,6 +64,8 @@ def test_load_texts_formats_and_errors(tmp_path):
         load_texts(tmp_path / "a.txt", "csv")
     with pytest.raises(ValueError, match="DistillConfig.loss"):
         DistillConfig(loss="l1")
+    with pytest.raises(ValueError, match="DistillConfig.target_reduce"):
+        DistillConfig(target_reduce="mean")
 
 
 def test_agreement_is_perfect_for_an_own_vocabulary_transplant(tokenizer):
@@ -74,12 +76,13 @@ def test_agreement_is_perfect_for_an_own_vocabulary_transplant(tokenizer):
     assert scores["top1"] == scores["top10"] == 1.0 and scores["pearson"] == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("loss,layout", [("kl", "factored"), ("mse", "factored"), ("mse", "dense")])
-def test_distill_moves_the_transplant_toward_the_mapped_original(tokenizer, char_tok, loss, layout):
+@pytest.mark.parametrize("loss,layout,reduce", [("kl", "factored", None), ("mse", "factored", None),
+                                                ("mse", "dense", None), ("mse", "factored", "weighted_sum")])
+def test_distill_moves_the_transplant_toward_the_mapped_original(tokenizer, char_tok, loss, layout, reduce):
     source, moved, token_map = _pair(tokenizer, char_tok, layout=layout)
     teacher_before = {k: v.clone() for k, v in source.model.state_dict().items()}
     before = logit_agreement(moved, source, token_map, TEXTS)
-    cfg = DistillConfig(steps=15, lr=3e-3, batch_size=3, loss=loss)
+    cfg = DistillConfig(steps=15, lr=3e-3, batch_size=3, loss=loss, target_reduce=reduce)
     result = distill(moved, source, token_map, TEXTS, cfg)
     after = logit_agreement(moved, source, token_map, TEXTS)
     assert len(result.losses) == 15 and result.positions > 0

@@ -20,6 +20,7 @@ import torch
 
 from crossmodel.train.chunked import hidden_states, output_head
 from crossmodel.train.data import FORMATS, load_examples
+from crossmodel.vocab.token_map import REDUCTIONS
 
 TEXT_FORMATS = ("text", *FORMATS)  # "text": one text per non-empty line of a plain file
 _POSITION_CHUNK = 64  # aligned positions per head/loss chunk: bounds the (chunk, V_target) tensors
@@ -52,6 +53,9 @@ class DistillConfig:
     loss: str = field(default="mse", metadata={"help": f"one of {sorted(DISTILL_LOSSES)}; mse measured best "
                                                                  "(docs/TRANSPLANT.md)"})
     trainable: str = field(default="all", metadata={"help": f"one of {TRAINABLE}"})
+    target_reduce: str | None = field(default=None, metadata={
+        "help": "how a one-to-many map combines the original's piece logits into the target: None = the map's own "
+                "reduce (what runtime steering adds, `max` by default), or weighted_sum (the transplant's own form)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
     seed: int = field(default=0, metadata={"help": "text order"})
 
@@ -65,6 +69,8 @@ class DistillConfig:
             raise ValueError(f"DistillConfig.loss={self.loss!r}; choose one of {sorted(DISTILL_LOSSES)}")
         if self.trainable not in TRAINABLE:
             raise ValueError(f"DistillConfig.trainable={self.trainable!r}; choose one of {TRAINABLE}")
+        if self.target_reduce not in (None, *REDUCTIONS):
+            raise ValueError(f"DistillConfig.target_reduce={self.target_reduce!r}; choose None or one of {REDUCTIONS}")
 
 
 def load_texts(path: str | Path, format: str = "tofu") -> list[str]:
@@ -158,13 +164,14 @@ def teacher_logits(teacher: torch.nn.Module, batch: Aligned) -> torch.Tensor:
 
 
 def _chunks(batch: Aligned, hidden: torch.Tensor, teacher_at: torch.Tensor, head: Callable, token_map: Any,
-            columns: torch.Tensor):
-    """Yield (student, target) logits on the defined columns, _POSITION_CHUNK aligned positions at a time."""
+            columns: torch.Tensor, reduce: str | None = None):
+    """Yield (student, target) logits on the defined columns, _POSITION_CHUNK aligned positions at a time; the
+    target is the teacher's logits gathered with `reduce` (None: the map's own, what runtime steering adds)."""
     rows, cols = batch.student_at
     for start in range(0, len(rows), _POSITION_CHUNK):
         part = slice(start, start + _POSITION_CHUNK)
         student = head(hidden[rows[part], cols[part]]).float().index_select(-1, columns)  # (n, V_defined)
-        target = token_map.gather(teacher_at[part]).index_select(-1, columns)  # (n, V_defined)
+        target = token_map.gather(teacher_at[part], reduce=reduce).index_select(-1, columns)  # (n, V_defined)
         yield student, target
 
 
@@ -237,7 +244,8 @@ def distill(student: Any, teacher: Any, token_map: Any, texts: list[str], cfg: D
             continue
         hidden = hidden_states(model, batch.student_ids, batch.student_mask)  # (B, T_s, D)
         total = 0.0
-        for s, t in _chunks(batch, hidden, teacher_logits(teacher.model, batch), head, token_map, columns):
+        teacher_z = teacher_logits(teacher.model, batch)
+        for s, t in _chunks(batch, hidden, teacher_z, head, token_map, columns, cfg.target_reduce):
             loss = loss_fn(s, t).sum() / n
             loss.backward(retain_graph=True)  # free this chunk's (n, V) tensors; keep the trunk's graph
             total += loss.item()
