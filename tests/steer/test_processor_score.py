@@ -4,15 +4,25 @@ import pytest
 import torch
 
 from .conftest import make_bpe_tokenizer
-from crossmodel.steer import combine, steer
+from crossmodel.steer import DeltaModel, combine, steer
+from crossmodel.steer.transplant import transplant
 from crossmodel.vocab import TokenMap
 
 PROMPTS = ["Hello there", "The quick brown fox jumps over", "a"]
 
 
-@pytest.mark.parametrize("cross", [False, True], ids=["same-vocab", "cross-vocab"])
-def test_logits_processor_equals_native(cross, char_user, char_tok, bpe_tok, char_delta, bpe_delta):
-    entry = (bpe_delta, 1.5, TokenMap.build(char_tok, bpe_tok)) if cross else (char_delta, 2.0, None)
+def _bpe_vocab_delta(bpe_tok):
+    delta = DeltaModel.create(vocabulary_of=bpe_tok, layers=1, d_model=32, heads=2, seed=4)
+    with torch.no_grad():  # an untrained delta barely moves the scores; make it steer
+        delta.model.get_output_embeddings().weight.mul_(30.0)
+    return delta
+
+
+@pytest.mark.parametrize("kind", ["same-vocab", "cross-vocab", "transplanted"])  # transplanted: factored
+def test_logits_processor_equals_native(kind, char_user, char_tok, bpe_tok, char_delta, bpe_delta):
+    entry = {"same-vocab": lambda: (char_delta, 2.0, None),
+             "cross-vocab": lambda: (bpe_delta, 1.5, TokenMap.build(char_tok, bpe_tok)),
+             "transplanted": lambda: (transplant(_bpe_vocab_delta(bpe_tok), char_tok)[0], 1.5, None)}[kind]()
     steered = steer(char_user, deltas=[entry])
     native = steered.generate_ids(PROMPTS, 20)
     proc = steered.logits_processor(PROMPTS)
