@@ -45,6 +45,8 @@ def _args() -> argparse.Namespace:
                    help="models that also get a transplanted-delta row")
     p.add_argument("--transplant-steps", type=int, default=40, help="alignment (distillation) steps")
     p.add_argument("--transplant-layouts", default="factored,dense", help="transplant layouts to measure")
+    p.add_argument("--transplant-target", default="weighted_sum",
+                   help="alignment target: weighted_sum (DistillConfig default) or max (the runtime map's reduce)")
     p.add_argument("--no-finetune", action="store_true", help="skip the direct fine-tuning upper bound")
     p.add_argument("--delta-epochs", type=int, default=40)
     p.add_argument("--delta-lr", type=float, default=2e-3)
@@ -90,15 +92,17 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, delta: DeltaModel,
     for alpha in (float(a) for a in args.alphas.split(",") if a):
         row(f"delta a={alpha:g}", [(delta, alpha, token_map)])
     transplanted = spec in args.transplant.split(",") and token_map is not None
+    target = args.transplant_target
     for layout in args.transplant_layouts.split(",") if transplanted else ():
-        moved = out / "transplant" / f"{slug(spec)}-{key}-{layout}"
+        moved = out / "transplant" / f"{slug(spec)}-{key}-{layout}-{target}"
         if not (moved / "crossmodel.json").is_file():
             start = time.time()
-            _, summary = run_transplant(delta.path, user, moved, layout=layout, distill_data=train_file,
-                                        cfg=DistillConfig(steps=args.transplant_steps))
-            cached(where / f"transplant_build_{layout}.json",
+            cfg = DistillConfig(steps=args.transplant_steps, target_reduce=target)
+            _, summary = run_transplant(delta.path, user, moved, layout=layout, distill_data=train_file, cfg=cfg)
+            cached(where / f"transplant_build_{layout}_{target}.json",
                    lambda: {"summary": summary, "wall_s": time.time() - start}, key)
-        row(f"transplanted delta, {layout} ({args.transplant_steps} steps) a=1", [(DeltaModel.load(moved), 1.0, None)])
+        row(f"transplanted delta, {layout} ({args.transplant_steps} steps, {target} target) a=1",
+            [(DeltaModel.load(moved), 1.0, None)])
     if args.no_finetune:
         return
     tuned = out / "finetuned" / slug(spec)

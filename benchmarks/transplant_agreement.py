@@ -37,7 +37,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--loss", default="mse")
     p.add_argument("--trainable", default="all")
     p.add_argument("--layout", default="factored", help="layout of the transplant that is aligned: factored | dense")
-    p.add_argument("--target-reduce", default=None, help="DistillConfig.target_reduce (default: the map's own)")
+    p.add_argument("--target-reduce", default="weighted_sum",
+                   help="DistillConfig.target_reduce: weighted_sum | map (the map's own reduce) | max | logsumexp")
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
@@ -68,14 +69,14 @@ def _timed(steered, prompts: list[str], max_new_tokens: int) -> tuple[float, lis
 def _agreement(args, source, moved, token_map, train: list[str], held_out: list[str]) -> None:
     before = logit_agreement(moved, source, token_map, held_out)
     cfg = DistillConfig(steps=args.steps, lr=args.lr, loss=args.loss, trainable=args.trainable,
-                        target_reduce=args.target_reduce)
+                        target_reduce=None if args.target_reduce == "map" else args.target_reduce)
     start = time.perf_counter()
     result = distill(moved, source, token_map, train, cfg,
                      on_step=lambda step, loss: step % 20 or print(f"  step {step}: loss {loss:.4f}", flush=True))
     took = time.perf_counter() - start
     after = logit_agreement(moved, source, token_map, held_out)
     print(f"\ndistillation: {args.steps} steps, lr {args.lr}, loss {args.loss}, trainable {args.trainable}, "
-          f"target reduce {args.target_reduce or 'of the map'}: "
+          f"target reduce {args.target_reduce}: "
           f"{took:.0f} s, loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}\n")
     print("| held-out agreement vs runtime-mapped | top-1 | top-5 | top-10 | Pearson r | KL | positions |")
     print("|---|---|---|---|---|---|---|")

@@ -94,6 +94,21 @@ def test_distill_moves_the_transplant_toward_the_mapped_original(tokenizer, char
     assert all(torch.equal(v, source.model.state_dict()[k]) for k, v in teacher_before.items())  # frozen teacher
 
 
+def test_weighted_sum_target_is_met_exactly_where_both_read_the_same_tokens(tokenizer, char_tok):
+    # a character-vocabulary delta moved into the BPE vocabulary: BPE rows are spelled by several characters.
+    # "T" is one exact-match token in both, so the transplant's hidden state there equals the original's and its
+    # logits ARE the weighted-sum gather of the original's (loss 0), but not their max (the runtime map's reduce)
+    source = DeltaModel.create(vocabulary_of=char_tok, layers=1, d_model=32, heads=4, seed=7)
+    with torch.no_grad():
+        source.model.get_output_embeddings().weight.mul_(30.0)
+    moved, token_map = transplant(source, tokenizer, mode="one-to-many")
+    t_id = tokenizer("T").input_ids
+    assert len(t_id) == len(char_tok("T").input_ids) == 1 and token_map.match[t_id[0]] == 1
+    first_loss = {reduce: distill(moved, source, token_map, ["T"], DistillConfig(
+        steps=1, lr=1e-12, batch_size=1, target_reduce=reduce)).losses[0] for reduce in ("weighted_sum", None)}
+    assert first_loss["weighted_sum"] < 1e-9 < 1e-4 < first_loss[None]
+
+
 def test_trainable_vocab_leaves_the_blocks_alone(tokenizer, char_tok):
     source, moved, token_map = _pair(tokenizer, char_tok, seed=4)
     blocks = {k: v.clone() for k, v in moved.model.state_dict().items() if "layers" in k}
@@ -124,11 +139,13 @@ def test_cli_transplant_with_distillation(tmp_path, tokenizer, char_tok):
     runner = CliRunner()
     args = ["transplant", "--delta", str(tmp_path / "src"), "--to", str(tmp_path / "target"), "--out",
             str(tmp_path / "out")]
-    result = runner.invoke(app, [*args, "--distill-steps", "2", "--distill-data", str(tmp_path / "facts.jsonl")])
+    result = runner.invoke(app, [*args, "--distill-steps", "2", "--distill-data", str(tmp_path / "facts.jsonl"),
+                                 "--distill-target", "map"])
     assert result.exit_code == 0, result.output
     raw = json.loads((tmp_path / "out" / "crossmodel.json").read_text())
     record = raw["provenance"]
     assert record["map"]["mode"] == "one-to-many" and record["distill"]["config"]["steps"] == 2
+    assert record["distill"]["config"]["target_reduce"] is None  # "map": the map's own reduce
     assert DeltaModel.load(tmp_path / "out").rows == len(char_tok)
     assert raw["architecture"]["layout"] == "factored"  # the default
     failed = runner.invoke(app, [*args, "--distill-steps", "2"])

@@ -25,6 +25,9 @@ def transplant(
         None, help="texts for the alignment (TOFU-style JSON, or a text file with --distill-format text)"),
     distill_format: str = typer.Option("tofu", help="text | tofu | alpaca | chat"),
     distill_lr: float = typer.Option(1e-4, help="alignment learning rate"),
+    distill_target: str = typer.Option(
+        "weighted_sum", help="alignment target: weighted_sum (the transplant's own form of the original's logits) "
+                             "| map (the map's own reduce, what runtime steering adds) | max | logsumexp"),
 ) -> None:
     """Rebuild a delta in another vocabulary (Tik-to-Tok style) so it steers that model without a token map."""
     from rich import print as rprint
@@ -33,7 +36,9 @@ def transplant(
 
     try:
         wanted = distill_steps is not None or distill_data is not None
-        cfg = DistillConfig(steps=distill_steps or DistillConfig.steps, lr=distill_lr) if wanted else None
+        target = None if distill_target == "map" else distill_target
+        cfg = DistillConfig(steps=distill_steps or DistillConfig.steps, lr=distill_lr,
+                            target_reduce=target) if wanted else None
         path, record = run_transplant(delta, to, out, mode=mode, token_map=map_dir, layout=layout,
                                       distill_data=distill_data, distill_format=distill_format, cfg=cfg)
     except (ValueError, FileNotFoundError, OSError) as err:

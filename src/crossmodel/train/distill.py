@@ -53,9 +53,10 @@ class DistillConfig:
     loss: str = field(default="mse", metadata={"help": f"one of {sorted(DISTILL_LOSSES)}; mse measured best "
                                                                  "(docs/TRANSPLANT.md)"})
     trainable: str = field(default="all", metadata={"help": f"one of {TRAINABLE}"})
-    target_reduce: str | None = field(default=None, metadata={
-        "help": "how a one-to-many map combines the original's piece logits into the target: None = the map's own "
-                "reduce (what runtime steering adds, `max` by default), or weighted_sum (the transplant's own form)"})
+    target_reduce: str | None = field(default="weighted_sum", metadata={
+        "help": "how a one-to-many map combines the original's piece logits into the target: weighted_sum = the "
+                "transplant's own form, so alignment corrects only what reading another tokenization changes "
+                "(measured best, docs/TRANSPLANT.md); None = the map's own reduce, what runtime steering adds"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm (0 = off)"})
     seed: int = field(default=0, metadata={"help": "text order"})
 
