@@ -3,9 +3,11 @@
 Template-free: only delta logits take part. Both deltas read the same text, each in its own tokenization; at
 every *aligned boundary* (a character offset where a token ends in both tokenizations, so both have read exactly
 the same prefix) the original's logits are mapped into the target vocabulary with the token map —
-`token_map.gather(z_original)`, what runtime-mapped steering adds — and the transplanted delta's logits are pulled
+`token_map.gather(z_original, reduce=...)`: by default the weighted sum over a row's pieces, the transplant's own
+form, or the map's own reduce, what runtime-mapped steering adds — and the transplanted delta's logits are pulled
 toward them on the rows the map defines (KL of the softmaxes over those rows, or MSE of the row-centred logits:
-both ignore a constant shift, which no combination rule sees).
+both ignore a constant shift, which no combination rule sees). Agreement is always measured against what
+runtime-mapped steering adds.
 """
 
 from __future__ import annotations
