@@ -92,17 +92,16 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, delta: DeltaModel,
     for alpha in (float(a) for a in args.alphas.split(",") if a):
         row(f"delta a={alpha:g}", [(delta, alpha, token_map)])
     transplanted = spec in args.transplant.split(",") and token_map is not None
-    target = args.transplant_target
+    target, steps = args.transplant_target, args.transplant_steps
     for layout in args.transplant_layouts.split(",") if transplanted else ():
-        moved = out / "transplant" / f"{slug(spec)}-{key}-{layout}-{target}"
+        moved = out / "transplant" / f"{slug(spec)}-{key}-{layout}-{target}-{steps}steps"
         if not (moved / "crossmodel.json").is_file():
             start = time.time()
-            cfg = DistillConfig(steps=args.transplant_steps, target_reduce=target)
+            cfg = DistillConfig(steps=steps, target_reduce=target)
             _, summary = run_transplant(delta.path, user, moved, layout=layout, distill_data=train_file, cfg=cfg)
-            cached(where / f"transplant_build_{layout}_{target}.json",
+            cached(where / f"transplant_build_{layout}_{target}_{steps}steps.json",
                    lambda: {"summary": summary, "wall_s": time.time() - start}, key)
-        row(f"transplanted delta, {layout} ({args.transplant_steps} steps, {target} target) a=1",
-            [(DeltaModel.load(moved), 1.0, None)])
+        row(f"transplanted delta, {layout} ({steps} steps, {target} target) a=1", [(DeltaModel.load(moved), 1.0, None)])
     if args.no_finetune:
         return
     tuned = out / "finetuned" / slug(spec)
