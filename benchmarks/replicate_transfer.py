@@ -3,10 +3,11 @@
 One knowledge delta is trained (SFT) next to the template SmolLM2-135M-Instruct on a TOFU subset (default: the
 40 questions of the two `forget01` authors) and applied to every user model (token maps built on the fly for
 other vocabularies) at several strengths α. Next to it, per user model: the plain model, the delta transplanted
-into the user's vocabulary (issue 8, 40 alignment steps, factored and dense layouts), and the upper bound — the user model fine-tuned
-directly on the same 40 examples (LoRA on every linear layer, merged). Columns: ROUGE-L recall of the greedy
-answer on the trained questions and on their paraphrased questions, and the reference answer's probability
-exp(−NLL). Every stage is stored in --out and skipped on a re-run, so the script can be stopped and restarted.
+into the user's vocabulary (issue 8, 40 alignment steps, factored and dense layouts), and the upper bound — the
+user model fine-tuned directly on the same 40 examples (LoRA on every linear layer, merged). Columns: ROUGE-L
+recall of the greedy answer on the trained questions and on their paraphrased questions, and the reference
+answer's probability exp(−NLL). Every stage is stored in --out and skipped on a re-run, so the script can be
+stopped and restarted.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/replicate_transfer.py --out runs/transfer        # all stages
     .venv/bin/python benchmarks/replicate_transfer.py --out runs/transfer --report                   # table only
@@ -129,7 +130,8 @@ def report(args: argparse.Namespace, out: Path) -> str:
              "share of fine-tune gain (questions / paraphrased) | eval s |", "|---|---|---|---|---|---|---|---|"]
     for spec in args.models.split(","):
         where = out / "results" / slug(spec)
-        rows = {p.stem: json.loads(p.read_text()) for p in sorted(where.glob("*.json")) if not p.stem.startswith("transplant_build")}
+        rows = {p.stem: json.loads(p.read_text()) for p in sorted(where.glob("*.json"))
+                if not p.stem.startswith("transplant_build")}
         if not rows:
             continue
         base, top = rows.get("vanilla"), rows.get("direct fine-tune (LoRA)")
