@@ -108,3 +108,16 @@ def test_gather_keeps_dtype_and_passes_gradients(small_map):
     assert out.dtype == torch.float64 and torch.isinf(out[:, 1]).all()
     out[:, [0, 2]].sum().backward()
     assert z.grad[:, :2].eq(1).all() and z.grad[:, 2].eq(0).all()  # delta rows 1 and 0 feed user rows 0 and 2
+
+
+def test_padded_pieces_of_a_one_to_many_map():
+    csr = dict(indptr=torch.tensor([0, 1, 3, 3]), indices=torch.tensor([2, 0, 1]),
+               weights=torch.tensor([1.0, 0.75, 0.25]))
+    many = TokenMap(ids=torch.tensor([2, 0, -1]), match=torch.tensor([1, 0, 0], dtype=torch.uint8),
+                    mode="one-to-many", user_fingerprint="u", delta_fingerprint="d", user_rows=3, delta_rows=4, **csr)
+    ids, weights = many.padded_pieces()
+    assert ids.tolist() == [[2, 2], [0, 1], [0, 0]] and weights.tolist() == [[1.0, 0.0], [0.75, 0.25], [0.0, 0.0]]
+    single = TokenMap(ids=torch.tensor([2, 0, -1]), match=torch.tensor([1, 0, 0], dtype=torch.uint8),
+                      mode="cmc", user_fingerprint="u", delta_fingerprint="d", user_rows=3, delta_rows=4)
+    with pytest.raises(ValueError, match="one-to-many"):
+        single.padded_pieces()

@@ -29,25 +29,16 @@ def row_pieces(token_map: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(pieces, weights), each (user_rows, K): the source rows every target row combines and their weights,
     normalised to sum 1 per row. Padding repeats a row's first piece with weight 0; a row without any source
     row gets the single piece `delta_rows`, which stands for the mean source row."""
-    n = token_map.user_rows
-    if token_map.indptr is not None:
-        counts = token_map.indptr[1:] - token_map.indptr[:-1]
-        rows = torch.repeat_interleave(torch.arange(n), counts)
-        cols, weights = token_map.indices.long(), token_map.weights.double()
-        slot = torch.arange(len(rows)) - torch.repeat_interleave(token_map.indptr[:-1], counts)
+    if token_map.indptr is None:  # one source row per target row
+        pieces, weights = token_map.ids.long()[:, None].clone(), (token_map.ids >= 0).double()[:, None]
     else:
-        counts = (token_map.ids >= 0).long()
-        rows = counts.nonzero().flatten()
-        cols, weights = token_map.ids[rows].long(), torch.ones(len(rows), dtype=torch.float64)
-        slot = torch.zeros(len(rows), dtype=torch.long)
-    first = torch.full((n,), token_map.delta_rows, dtype=torch.long)  # no piece: the mean row
-    first[rows[slot == 0]] = cols[slot == 0]
-    pieces = first[:, None].repeat(1, max(int(counts.max()) if n else 0, 1))  # padding repeats the first piece
-    totals = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, weights)
-    out_weights = torch.zeros(pieces.shape, dtype=torch.float32)
-    out_weights[counts == 0, 0] = 1.0
-    pieces[rows, slot], out_weights[rows, slot] = cols, (weights / totals[rows].clamp_min(1e-30)).float()
-    return pieces, out_weights
+        pieces, weights = token_map.padded_pieces()
+        pieces, weights = pieces.clone(), weights.double()
+    totals = weights.sum(1, keepdim=True)
+    weights = (weights / totals.clamp_min(1e-30)).float()
+    unmapped = totals[:, 0] == 0
+    pieces[unmapped], weights[unmapped, 0] = token_map.delta_rows, 1.0
+    return pieces, weights
 
 
 def combine_rows(source: torch.Tensor, pieces: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -42,10 +42,6 @@ class SteerConfig:
             raise ValueError(f"sync={self.sync!r}; choose one of {list(SYNCS)}")
 
 
-def _rows(model: Any) -> int:
-    return logits_rows(model)
-
-
 def _name(obj: Any, fallback: str) -> str:
     return str(getattr(obj, "path", None) or getattr(obj, "name", None) or fallback)
 
@@ -234,9 +230,9 @@ def _check_pair(user_fp: str, user_tok: Any, delta: Any, token_map: Any, user_ro
                 f"--delta {delta_name} --out MAP_DIR` and pass it (--map MAP_DIR, or (delta, alpha, token_map))")
         return
     token_map.verify(user=user_tok, delta=delta.tokenizer)
-    if token_map.user_rows != user_rows or token_map.delta_rows != _rows(delta.model):
+    if token_map.user_rows != user_rows or token_map.delta_rows != logits_rows(delta.model):
         raise ValueError(f"token map is for logits widths user={token_map.user_rows}, delta={token_map.delta_rows} "
-                         f"but the models have user={user_rows}, delta={_rows(delta.model)}; rebuild it with "
+                         f"but the models have user={user_rows}, delta={logits_rows(delta.model)}; rebuild it with "
                          "`crossmodel map` giving these widths")
 
 
@@ -257,7 +253,7 @@ def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *,
         raise ValueError("steer() needs the user model's tokenizer: pass a LoadedModel or tokenizer=")
     user_name = str(getattr(user_model, "name", None) or getattr(model.config, "name_or_path", "") or "USER_MODEL")
     user_fp = getattr(user_model, "fingerprint", None) or vocab_fingerprint(tokenizer)
-    user_rows = _rows(model)
+    user_rows = logits_rows(model)
     slots, rules = [], set()
     for delta, alpha, token_map in map(_as_entry, deltas):
         delta_name = str(delta) if isinstance(delta, (str, Path)) else _name(delta, "DELTA_DIR")

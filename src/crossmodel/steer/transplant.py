@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from crossmodel.steer.delta import DeltaModel, vocab_fingerprint
-from crossmodel.steer.mapped_vocab import (MAP_DIR, combine_rows, factor_vocabulary, row_pieces,
-                                           vocab_matrices)
+from crossmodel.steer.mapped_vocab import (MAP_DIR, combine_rows, factor_vocabulary, mapped_token_map,
+                                           row_pieces, vocab_matrices)
 
 ROW_UNMAPPED, ROW_EXACT, ROW_COMBINED = 0, 1, 2  # how each target row was made
 LAYOUTS = ("factored", "dense")  # factored: source rows + map, combined on the fly; dense: one row per target
@@ -217,6 +217,6 @@ def save_transplant(delta: DeltaModel, token_map: Any, directory: str | Path) ->
     """Save the transplanted delta (HF dir + crossmodel.json) and its map under `directory`/transplant_map
     (a factored delta saves its own map: the map is part of its weights)."""
     directory = delta.save(directory)
-    if not (directory / MAP_DIR).is_dir():
+    if mapped_token_map(delta.model) is None:
         token_map.save(directory / MAP_DIR)
     return directory

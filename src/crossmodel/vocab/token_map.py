@@ -146,6 +146,14 @@ class TokenMap:
                                      "_empty": torch.from_numpy(np.flatnonzero(counts == 0))}
         return self._cache["padded"]
 
+    def padded_pieces(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-to-many: every user row's delta ids and weights as padded [user_rows, K] tensors (padding repeats
+        the row's first id with weight 0; a row without pieces holds id 0 with weight 0)."""
+        if self.indptr is None:
+            raise ValueError(f"padded_pieces needs a one-to-many map; this one is {self.mode!r} (one id per row)")
+        padded = self._padded()
+        return padded["_idx"], padded["_wts"]
+
     def gather(self, delta_logits: torch.Tensor, fill: float = 0.0, reduce: str | None = None) -> torch.Tensor:
         """Delta logits (..., delta_rows) -> logits in the user's vocabulary (..., user_rows); unmapped rows = fill.
 
