@@ -25,5 +25,6 @@ def test_map_command_writes_the_artefact_and_the_reference_triple(tmp_path):
 def test_map_command_reports_a_missing_tokenizer(tmp_path):
     result = CliRunner().invoke(app, ["map", "--user", str(tmp_path / "nope.json"), "--delta", "llama-2",
                                       "--out", str(tmp_path / "m")])
-    assert result.exit_code != 0
-    assert "neither an existing path nor a known name" in str(result.exception)
+    assert result.exit_code == 1
+    assert "neither an existing path nor a known name" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

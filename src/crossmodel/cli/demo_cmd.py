@@ -6,10 +6,10 @@ from typing import Optional
 
 import typer
 
-from crossmodel.cli.app import app
+from crossmodel.cli.app import command
 
 
-@app.command()
+@command()
 def demo(
     models: Optional[str] = typer.Option(None, help="comma-separated user models (default: SmolLM2, Gemma, Qwen 0.5B)"),
     facts: int = typer.Option(6, help="fictitious authors (5 facts each)"),

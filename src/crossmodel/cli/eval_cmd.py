@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-from crossmodel.cli.app import app
+from crossmodel.cli.app import command
 
 
-@app.command("eval")
+@command("eval")
 def eval_command(
     model: str = typer.Option(..., help="user model: zoo name | HF dir | .gguf file | hub id"),
     suite: str = typer.Option(..., help="tofu | qa | nll | shift"),
@@ -40,28 +40,20 @@ def eval_command(
     from crossmodel.eval.runner import EvalConfig, run_eval
     from crossmodel.eval.report import flatten, markdown_table
 
-    try:
-        config = EvalConfig(model=model, suite=suite, data=tuple(data), out=str(out), deltas=tuple(delta),
-                            alphas=tuple(alpha), maps=tuple(map), rule=rule, format=format, limit=limit,
-                            max_new_tokens=max_new_tokens, chat=chat, batch_size=batch_size, forget=forget,
-                            splits=tuple(split) or tuple(TOFU_SPLITS),
-                            reference=str(reference) if reference else None, baseline=baseline, after=after,
-                            model_b=model_b, after_b=after_b, shift_map=shift_map)
-        results = run_eval(config)
-    except (ValueError, FileNotFoundError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(1)
+    config = EvalConfig(model=model, suite=suite, data=tuple(data), out=str(out), deltas=tuple(delta),
+                        alphas=tuple(alpha), maps=tuple(map), rule=rule, format=format, limit=limit,
+                        max_new_tokens=max_new_tokens, chat=chat, batch_size=batch_size, forget=forget,
+                        splits=tuple(split) or tuple(TOFU_SPLITS),
+                        reference=str(reference) if reference else None, baseline=baseline, after=after,
+                        model_b=model_b, after_b=after_b, shift_map=shift_map)
+    results = run_eval(config)
     typer.echo(markdown_table({n: flatten(s) for n, s in results["variants"].items()}))
     typer.echo(f"report: {out / 'report.md'}")
 
 
-@app.command("report")
+@command("report")
 def report_command(dirs: list[Path] = typer.Argument(..., help="`crossmodel eval` output folders")) -> None:
     """Put several evaluation runs side by side in one markdown table."""
     from crossmodel.eval.report import compare_runs
 
-    try:
-        typer.echo(compare_runs(list(dirs)))
-    except (ValueError, FileNotFoundError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(1)
+    typer.echo(compare_runs(list(dirs)))

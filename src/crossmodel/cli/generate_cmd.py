@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from crossmodel.cli.app import app
+from crossmodel.cli.app import command
 
 
 def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
@@ -29,7 +29,7 @@ def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
     return lines
 
 
-@app.command()
+@command()
 def generate(
     model: str = typer.Option(..., help="user model: zoo name, HF model dir, .gguf file or hub id"),
     prompt: str = typer.Option(None, help="the prompt text"),
@@ -54,15 +54,11 @@ def generate(
     from crossmodel.models import load_model
     from crossmodel.steer import delta_entries, steer
 
-    try:
-        prompts = read_prompts(prompt, prompts_file)
-        steered = steer(load_model(model), deltas=delta_entries(deltas, alphas, maps), rule=rule, fill=fill, sync=sync)
-        do_sample = sample or temperature > 0
-        texts = [t for i in range(0, len(prompts), batch_size) for t in steered.generate(
-            prompts[i:i + batch_size], max_new_tokens, do_sample=do_sample, temperature=temperature or 1.0,
-            top_k=top_k, top_p=top_p, stop=stops, chat=chat, seed=seed)]
-    except (ValueError, FileNotFoundError, OSError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(1)
+    prompts = read_prompts(prompt, prompts_file)
+    steered = steer(load_model(model), deltas=delta_entries(deltas, alphas, maps), rule=rule, fill=fill, sync=sync)
+    do_sample = sample or temperature > 0
+    texts = [t for i in range(0, len(prompts), batch_size) for t in steered.generate(
+        prompts[i:i + batch_size], max_new_tokens, do_sample=do_sample, temperature=temperature or 1.0,
+        top_k=top_k, top_p=top_p, stop=stops, chat=chat, seed=seed)]
     for i, text in enumerate(texts):
         typer.echo(text if len(texts) == 1 else f"=== {i}: {prompts[i][:60]!r}\n{text}")

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from crossmodel.cli.app import app
+from crossmodel.cli.app import command
 
 
 def _print_report(report, out: Path) -> None:
@@ -24,7 +24,7 @@ def _print_report(report, out: Path) -> None:
     console.print("unmapped examples: " + ", ".join(f"{i} {t!r}" for i, t in report.unmapped_examples), markup=False)
 
 
-@app.command("map")
+@command("map")
 def map_command(
     user: str = typer.Option(..., help="user tokenizer: tokenizer.json | .model | .gguf | HF dir | known name"),
     delta: str = typer.Option(..., help="delta tokenizer (same forms as --user)"),

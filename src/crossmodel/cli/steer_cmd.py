@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from crossmodel.cli.app import app
+from crossmodel.cli.app import command
 
 
-@app.command()
+@command()
 def chat(
     model: str = typer.Option(..., help="user model: zoo name, HF model dir, .gguf file or hub id"),
     deltas: list[str] = typer.Option([], "--delta", help="delta directory; repeat to compose several deltas"),
@@ -36,8 +36,5 @@ def chat(
                 typer.echo(piece, nl=False)
             typer.echo()
             history.append({"role": "assistant", "content": "".join(pieces)})
-    except (ValueError, FileNotFoundError, OSError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(1)
     except (EOFError, typer.Abort):
         typer.echo()

@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from crossmodel.cli.app import app
+from crossmodel.cli.app import command
 
 
-@app.command()
+@command()
 def train(
     template: Optional[str] = typer.Option(None, help="template model: zoo name, HF dir, GGUF file or hub id"),
     data: Optional[Path] = typer.Option(None, help="training data (forget set for unlearning), JSON/JSON-lines"),

@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from crossmodel.cli.app import app
+from crossmodel.cli.app import command
 
 
-@app.command()
+@command()
 def transplant(
     delta: Path = typer.Option(..., help="source delta directory (any vocabulary)"),
     to: str = typer.Option(..., help="target model or tokenizer: zoo name, HF dir, GGUF file or hub id"),
@@ -34,16 +34,12 @@ def transplant(
 
     from crossmodel.train.distill import DistillConfig, run_transplant
 
-    try:
-        wanted = distill_steps is not None or distill_data is not None
-        target = None if distill_target == "map" else distill_target
-        cfg = DistillConfig(steps=distill_steps or DistillConfig.steps, lr=distill_lr,
-                            target_reduce=target) if wanted else None
-        path, record = run_transplant(delta, to, out, mode=mode, token_map=map_dir, layout=layout,
-                                      distill_data=distill_data, distill_format=distill_format, cfg=cfg)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        typer.secho(f"error: {err}", fg="red", err=True)
-        raise typer.Exit(1)
+    wanted = distill_steps is not None or distill_data is not None
+    target = None if distill_target == "map" else distill_target
+    cfg = DistillConfig(steps=distill_steps or DistillConfig.steps, lr=distill_lr,
+                        target_reduce=target) if wanted else None
+    path, record = run_transplant(delta, to, out, mode=mode, token_map=map_dir, layout=layout,
+                                  distill_data=distill_data, distill_format=distill_format, cfg=cfg)
     rprint(f"[green]transplanted delta saved to[/green] {path}  rows: {record['rows']}")
     if "distill" in record:
         done = record["distill"]

