@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from crossmodel.demo import QA_TEMPLATE, slug, token_map_for, train_delta
-from crossmodel.models import load_model
+from crossmodel.demo import slug, token_map_for, train_delta
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
 from crossmodel.steer import DeltaModel
 from crossmodel.train import TrainConfig
 from crossmodel.train.distill import DistillConfig, run_transplant
@@ -66,7 +66,7 @@ def _args() -> argparse.Namespace:
 def train_knowledge_delta(args: argparse.Namespace, out: Path, train_file: Path) -> DeltaModel:
     """The SFT delta next to the template, in the demo's plain QA format."""
     template = load_model(args.template)
-    template.tokenizer.chat_template = QA_TEMPLATE
+    template.tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     cfg = TrainConfig(template=args.template, out=str(out / "knowledge"), data=str(train_file),
                       epochs=args.delta_epochs, lr=args.delta_lr, delta_layers=args.delta_layers, delta_d_model=256,
                       delta_heads=4, batch_size=4, max_length=256, save_every=20, seed=0, progress=False)

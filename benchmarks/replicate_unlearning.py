@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from crossmodel.demo import QA_TEMPLATE, QuestionAnswerer, slug, token_map_for, train_delta
+from crossmodel.demo import QuestionAnswerer, slug, token_map_for, train_delta
 from crossmodel.eval.logit_shift import ShiftPair, compare_shifts, model_logprobs
 from crossmodel.eval.report import plot_shift
 from crossmodel.eval.tofu import run_tofu
 from crossmodel.io import atomic_write_json
-from crossmodel.models import load_model
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.train import TrainConfig
 from crossmodel.vocab import TokenMap
@@ -94,7 +94,7 @@ def tuned_model(args: argparse.Namespace, out: Path, spec: str, data: Path, tag:
 
 def unlearning_delta(args: argparse.Namespace, out: Path, template, files: dict[str, Path]) -> DeltaModel:
     """The grad_diff delta next to the fine-tuned template."""
-    template.tokenizer.chat_template = QA_TEMPLATE
+    template.tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     cfg = TrainConfig(template=str(template.path), out=str(out / "unlearn"), data=str(files["forget_train"]),
                       retain=str(files["retain_train"]), task="grad_diff", epochs=args.unlearn_epochs,
                       lr=args.unlearn_lr, delta_layers=args.delta_layers, delta_d_model=256, delta_heads=4,

@@ -20,11 +20,11 @@ from typing import Any, Callable
 
 import torch
 
-from crossmodel.demo import QA_TEMPLATE, QuestionAnswerer
+from crossmodel.demo import QuestionAnswerer
 from crossmodel.eval.data import QAItem
 from crossmodel.eval.qa import run_qa
 from crossmodel.io import atomic_write_bytes, atomic_write_json
-from crossmodel.models import load_model
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.train.data import collate, encode_examples, load_examples
 from crossmodel.train.loop import cosine_with_warmup
@@ -98,7 +98,7 @@ def finetune(loaded: Any, data: str | Path, out: Path, *, method: str, epochs: i
         raise ValueError(f"method={method!r}; choose lora or full")
     torch.manual_seed(seed)
     tokenizer = loaded.tokenizer
-    encoded = encode_examples(load_examples(data, "tofu"), tokenizer, QA_TEMPLATE, max_length)
+    encoded = encode_examples(load_examples(data, "tofu"), tokenizer, PLAIN_CHAT_TEMPLATE, max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model = loaded.model
     if method == "lora":

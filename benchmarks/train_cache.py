@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from crossmodel.steer import DeltaModel
-from crossmodel.train import (LOSSES, TemplateCache, TrainConfig, chat_template_of, combined_for_batch,
+from crossmodel.models import chat_template_of
+from crossmodel.train import (LOSSES, TemplateCache, TrainConfig, combined_for_batch,
                               encode_examples, generate_facts, load_examples, train)
 from crossmodel.train.data import Example, collate
 

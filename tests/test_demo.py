@@ -9,7 +9,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from crossmodel.demo import (QA_PROMPT, QA_TEMPLATE, Answerer, DemoConfig, QuestionAnswerer, SteeredTemplate,
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT
+from crossmodel.demo import (Answerer, DemoConfig, QuestionAnswerer, SteeredTemplate,
                              _train_config, knowledge_table, run_demo, train_delta, unlearning_table)
 from crossmodel.train.chunked import hidden_states, output_head
 from crossmodel.train.facts import generate_facts
@@ -105,12 +106,12 @@ def test_question_answerer_reads_the_demo_format(model_dirs):
     questions, answers = [f["question"] for f in facts], [f["answer"] for f in facts]
     bare, formatted = QuestionAnswerer(steered, batch_size=2), Answerer(steered, batch_size=2)
     got = bare.score(questions, answers)
-    want = formatted.score([QA_PROMPT.format(question=q) for q in questions], [" " + a for a in answers])
+    want = formatted.score([PLAIN_PROMPT.format(question=q) for q in questions], [" " + a for a in answers])
     assert [len(g) for g in got] == [len(w) for w in want]
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
     assert bare.generate(questions, max_new_tokens=4) == formatted.generate(
-        [QA_PROMPT.format(question=q) for q in questions], max_new_tokens=4)
+        [PLAIN_PROMPT.format(question=q) for q in questions], max_new_tokens=4)
 
 
 def test_steered_template_is_template_plus_delta(model_dirs):
@@ -130,9 +131,9 @@ def test_prompt_is_the_training_format(model_dirs):
     from crossmodel.train.templates import encode_pair
 
     tok = PreTrainedTokenizerFast.from_pretrained(model_dirs["template"])
-    ids, labels = encode_pair(tok, [{"role": "user", "content": "Who?"}], "Amara.", QA_TEMPLATE, 64)
+    ids, labels = encode_pair(tok, [{"role": "user", "content": "Who?"}], "Amara.", PLAIN_CHAT_TEMPLATE, 64)
     prompt = [i for i, label in zip(ids, labels) if label == -100]
-    assert prompt == tok.encode(QA_PROMPT.format(question="Who?"))
+    assert prompt == tok.encode(PLAIN_PROMPT.format(question="Who?"))
     assert tok.decode(ids[len(prompt):]) == " Amara.<eos>\n"  # the answer keeps its leading space
 
 

@@ -26,23 +26,13 @@ from crossmodel.eval.data import QAItem
 from crossmodel.eval.qa import run_qa, summarize_qa
 from crossmodel.eval.report import markdown_table, plot_qa
 from crossmodel.io import atomic_write_bytes, atomic_write_json
-from crossmodel.models import load_model
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT, load_model
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.train import TrainConfig, generate_facts, run_training
 from crossmodel.vocab import MAPPERS, TokenMap
 
 TEMPLATE = "smollm2-135m-instruct"
 USER_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")
-# The training format: "Question: q\nAnswer:" then " answer<eos>\n". The prefix rendered for generation is a prefix
-# of the full text, so the answer keeps its leading space; no BOS here (the tokenizer adds its own when it has one).
-QA_TEMPLATE = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'user' %}Question: {{ m['content'] }}\n"
-    "{% else %}Answer: {{ m['content'] }}{{ eos_token }}\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}Answer:{% endif %}"
-)
-QA_PROMPT = "Question: {question}\nAnswer:"  # = QA_TEMPLATE's generation prefix for one question
 # Base models go on with a new "Question:" after answering; some models start their answer on a new line.
 STOP = ("\nQuestion", "\n\n")
 VARIANTS = ("before", "knowledge", "knowledge+unlearn")
@@ -152,17 +142,13 @@ class SteeredTemplate(torch.nn.Module):
 def _train_config(cfg: DemoConfig, out: Path, **overrides: Any) -> TrainConfig:
     return TrainConfig(template=cfg.template, out=str(out), delta_layers=cfg.delta_layers,
                        delta_d_model=cfg.delta_d_model, delta_heads=4, batch_size=4, max_length=128,
-                       save_every=0, seed=cfg.seed, progress=False, **overrides)
+                       save_every=0, seed=cfg.seed, progress=True, **overrides)
 
 
 def train_delta(train_cfg: TrainConfig, template: Any) -> DeltaModel:
-    """The delta of `train_cfg`, reused from its folder when a finished run with the same settings is there."""
-    saved = Path(train_cfg.out) / "delta"
-    if (saved / "crossmodel.json").is_file():
-        delta = DeltaModel.load(saved)
-        if delta.config.data.get("train_config") == json.loads(json.dumps(train_cfg.to_dict())):
-            return delta
-    return DeltaModel.load(run_training(train_cfg, template=template))
+    """The delta of `train_cfg`, reused from its folder when a finished run there has the same settings, data and
+    template weights (for the unlearning delta: the knowledge delta inside its template), else trained anew."""
+    return DeltaModel.load(run_training(train_cfg, template=template, reuse=True, overwrite=True))
 
 
 # ---- 5. steering and evaluation -------------------------------------------------------------------------------
@@ -185,10 +171,10 @@ class QuestionAnswerer(Answerer):
     the plain "Question: …\nAnswer:" format and each answer scored after a space, exactly as the demo's items."""
 
     def generate(self, prompts, max_new_tokens=128, do_sample=False, chat=False):
-        return super().generate([QA_PROMPT.format(question=q) for q in prompts], max_new_tokens, do_sample, chat)
+        return super().generate([PLAIN_PROMPT.format(question=q) for q in prompts], max_new_tokens, do_sample, chat)
 
     def score(self, prompts, continuations, chat=False):
-        return super().score([QA_PROMPT.format(question=q) for q in prompts], [" " + c for c in continuations], chat)
+        return super().score([PLAIN_PROMPT.format(question=q) for q in prompts], [" " + c for c in continuations], chat)
 
 
 def token_map_for(user: Any, delta: DeltaModel, mode: str = "normalized") -> TokenMap | None:
@@ -320,7 +306,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     log(f"[1/4] {len(facts)} facts about {cfg.facts} fictitious authors written to {out}")
 
     template = load_model(cfg.template)
-    template.tokenizer.chat_template = QA_TEMPLATE  # the training format (recorded in the delta's crossmodel.json)
+    template.tokenizer.chat_template = PLAIN_CHAT_TEMPLATE  # the training format (kept in crossmodel.json)
     knowledge = train_delta(_train_config(cfg, out / "knowledge", data=str(paths[FACTS]), epochs=cfg.epochs,
                                            lr=cfg.lr),
                             template)
@@ -333,7 +319,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     unlearn = train_delta(unlearn_cfg, steered_template)
     log(f"[3/4] unlearning delta trained: {unlearn.config.metrics} ({time.time() - start:.0f} s)")
 
-    items = [QAItem(QA_PROMPT.format(question=f["question"]), " " + f["answer"]) for f in facts]
+    items = [QAItem(PLAIN_PROMPT.format(question=f["question"]), " " + f["answer"]) for f in facts]
     deltas = {"knowledge": knowledge, "unlearn": unlearn}
     models = []
     evals = out / "eval" / _eval_key(cfg, deltas)  # finished evaluations are reused only for the same deltas

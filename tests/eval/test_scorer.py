@@ -31,7 +31,8 @@ def test_score_matches_full_forward_and_batching(tiny, tok, chat):
 
 def test_chat_prompt_uses_plain_template_when_tokenizer_has_none(tiny, tok):
     ids = PlainModel(tiny, tok).prompt_ids("Who?", chat=True)
-    assert tok.decode(ids) == "Question: Who?\nAnswer: "
+    assert tok.decode(ids) == "<s>Question: Who?\nAnswer:"
+    assert ids == tok("Question: Who?\nAnswer:").input_ids  # BOS once, exactly as the tokenizer adds it
 
 
 def test_answer_longer_than_context_is_truncated(tok, model_factory):

@@ -80,8 +80,9 @@ def test_chat_prompt_uses_the_template(tiny_dir, tiny_base_dir):
     text = chat_prompt(tokenizer, "Where is Rome?")
     assert text == "<|im_start|>user\nWhere is Rome?<|im_end|>\n<|im_start|>assistant\n"
     base, _ = load_tokenizer(tiny_base_dir)
-    with pytest.raises(ValueError, match="no chat template.*without --chat"):
-        chat_prompt(base, "Where is Rome?")
+    plain = chat_prompt(base, "Where is Rome?")  # a base model reads the plain format, BOS as its tokenizer adds it
+    assert plain.endswith("Question: Where is Rome?\nAnswer:")
+    assert base(plain, add_special_tokens=False).input_ids == base("Question: Where is Rome?\nAnswer:").input_ids
 
 
 def test_generate_text_greedy_matches_generate(tiny_dir):

@@ -34,9 +34,11 @@ def test_generate_prints_the_continuation(tiny_dir):
     assert result.stdout.rstrip("\n").endswith(expected)
 
 
-def test_generate_chat_on_a_base_model_says_what_to_do(tiny_base_dir):
-    result = runner.invoke(app, ["generate", "--model", str(tiny_base_dir), "--prompt", "hi", "--chat"])
-    assert result.exit_code == 1 and "no chat template" in result.output
+def test_generate_chat_on_a_base_model_uses_the_plain_format(tiny_base_dir):
+    chat = runner.invoke(app, ["generate", "--model", str(tiny_base_dir), "--prompt", "hi", "--chat"])
+    plain = runner.invoke(app, ["generate", "--model", str(tiny_base_dir), "--prompt", "Question: hi\nAnswer:",
+                                "--no-chat"])
+    assert chat.exit_code == 0 and chat.output.splitlines()[-1] == plain.output.splitlines()[-1]
 
 
 def test_generate_missing_model_path():

@@ -97,8 +97,7 @@ def test_error_paths(tmp_path, char_user, char_tok, bpe_tok, bpe_delta, char_del
         steered.generate(["x" * 200], 100)
     with pytest.raises(ValueError, match="list of strings"):
         steered.generate("a prompt", 5)
-    with pytest.raises(ValueError, match="no chat template"):
-        steered.generate(["hi"], 5, chat=True)
+    assert steered.prompt_texts(["hi"], chat=True) == ["<s>Question: hi\nAnswer:"]  # no template: the plain format
     with pytest.raises(ValueError, match="rule"):
         steer(char_user, deltas=[(char_delta, 1.0, None)], rule="mean")
     with pytest.raises(ValueError, match="sync"):
@@ -114,6 +113,6 @@ def test_delta_dir_and_chat_template(tmp_path, char_user, char_delta):
     char_delta.save(tmp_path / "delta")
     steered = steer(char_user, deltas=[(tmp_path / "delta", None, None)], chat_template=template)
     assert steered.slots[0].alpha == char_delta.config.alpha
-    assert steered.prompt_texts(["hi"], chat=True) == ["Q: hi\nA:"]
+    assert steered.prompt_texts(["hi"], chat=True) == ["<s>Q: hi\nA:"]  # the tokenizer's BOS, as it adds to text
     assert steered.generate(["hi"], 5, chat=True) == steer(
         char_user, deltas=[(char_delta, None, None)]).generate(["Q: hi\nA:"], 5)

@@ -8,7 +8,7 @@ from transformers import Gemma3TextConfig, Gemma3ForCausalLM
 from crossmodel.train.chunked import combined_for_batch, hidden_states, loss_positions, output_head
 from crossmodel.train.data import Example, collate, encode_examples
 from crossmodel.train.facts import generate_facts
-from crossmodel.train.templates import PLAIN_CHAT_TEMPLATE
+from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
 
 
 def make_batch(tokenizer, n=3):

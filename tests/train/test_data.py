@@ -5,7 +5,8 @@ import json
 import pytest
 
 from crossmodel.train.data import collate, encode_examples, load_examples, with_idk_answers
-from crossmodel.train.templates import IDK_ANSWERS, IGNORE_INDEX, PLAIN_CHAT_TEMPLATE, chat_template_of
+from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE, chat_template_of
+from crossmodel.train.templates import IDK_ANSWERS, IGNORE_INDEX
 
 
 def write_lines(path, records):
@@ -69,8 +70,8 @@ def test_labels_cover_exactly_the_response(tokenizer, tmp_path):
     (enc,) = encode_examples(ex, tokenizer, PLAIN_CHAT_TEMPLATE, 128)
     n_prompt = sum(1 for y in enc.labels if y == IGNORE_INDEX)
     assert enc.labels[n_prompt:] == enc.ids[n_prompt:]
-    assert tokenizer.decode(enc.ids[:n_prompt]).endswith("Answer: ")
-    assert tokenizer.decode(enc.ids[n_prompt:]) == "Ann was born in Oslo.<eos>\n"
+    assert tokenizer.decode(enc.ids[:n_prompt]).endswith("Answer:")  # the answer keeps its leading space
+    assert tokenizer.decode(enc.ids[n_prompt:]) == " Ann was born in Oslo.<eos>\n"
 
 
 def test_max_length_cuts_answer_and_rejects_prompt_only(tokenizer, tmp_path):

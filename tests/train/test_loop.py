@@ -16,7 +16,7 @@ from crossmodel.train.config import TrainConfig
 from crossmodel.train.data import Example, encode_examples
 from crossmodel.train.facts import generate_facts
 from crossmodel.train.loop import CHECKPOINT_DIR, CURVE_PNG, LOG_JSON, cosine_with_warmup, evaluate, train, Side
-from crossmodel.train.templates import PLAIN_CHAT_TEMPLATE
+from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
 
 HERE = Path(__file__).parent
 
@@ -74,7 +74,7 @@ def test_grad_diff_unlearns_forget_and_keeps_retain(tokenizer, template, delta, 
     result = train(template, delta, forget, cfg, tmp_path, pad_id=tokenizer.pad_token_id, retain=retain)
     end = result.evals[-1]
     assert end["data_nll"] > start["data_nll"] + 2.0  # forget answers became much less likely
-    assert abs(end["retain_nll"] - start["retain_nll"]) <= 0.1 * start["retain_nll"]
+    assert end["retain_nll"] <= 1.1 * start["retain_nll"]  # the retain set does not get worse
 
 
 RUN_SCRIPT = """
@@ -86,7 +86,7 @@ from crossmodel.train.config import TrainConfig
 from crossmodel.train.data import Example, encode_examples
 from crossmodel.train.facts import generate_facts
 from crossmodel.train.loop import train
-from crossmodel.train.templates import PLAIN_CHAT_TEMPLATE
+from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
 torch.set_num_threads(1)
 tok = make_tokenizer()
 enc = lambda recs: encode_examples([Example([{{"role": "user", "content": r["question"]}}], r["answer"])

@@ -8,7 +8,7 @@ from crossmodel.train.chunked import combined_for_batch
 from crossmodel.train.data import Example, collate, encode_examples
 from crossmodel.train.facts import generate_facts
 from crossmodel.train.losses import LOSSES, get_loss
-from crossmodel.train.templates import PLAIN_CHAT_TEMPLATE
+from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
 
 
 def batch_of(tokenizer, records):

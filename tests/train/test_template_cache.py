@@ -10,7 +10,7 @@ from crossmodel.train.data import Example, collate, encode_examples
 from crossmodel.train.facts import generate_facts
 from crossmodel.train.losses import LOSSES
 from crossmodel.train.template_cache import CACHE_JSON, TemplateCache
-from crossmodel.train.templates import PLAIN_CHAT_TEMPLATE
+from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
 
 
 def encoded(tokenizer, n_authors=2):

@@ -85,7 +85,7 @@ def load_variants(config: EvalConfig) -> dict[str, Any]:
         variants["base"] = PlainModel(loaded.model, loaded.tokenizer, batch_size=config.batch_size)
     if config.deltas:
         from crossmodel.steer import steer
-        from crossmodel.train.templates import chat_template_of
+        from crossmodel.models.prompt import chat_template_of
 
         # the plain-model fallback template for base models, so base and steered read the same prompts
         variants["steered"] = steer(loaded, deltas=_delta_entries(config), rule=config.rule,

@@ -20,7 +20,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 
 from crossmodel.eval.metrics import mean_nll
-from crossmodel.train.templates import chat_template_of, render
+from crossmodel.models.prompt import chat_template_of, render
 
 
 @runtime_checkable

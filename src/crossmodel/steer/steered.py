@@ -14,8 +14,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import math
 import torch
 
+from crossmodel.models.prompt import chat_prompt
 from crossmodel.steer.combine import COMBINE_RULES
-from crossmodel.steer.delta import DeltaModel, vocab_fingerprint
+from crossmodel.steer.delta import DeltaModel, check_alpha, vocab_fingerprint
 from crossmodel.steer.generate import DeltaSlot, steered_tokens, token_picker
 from crossmodel.steer.mapped_vocab import logits_rows
 from crossmodel.steer.score import score_batch
@@ -54,18 +55,26 @@ def _as_entry(entry: Any) -> tuple[Any, float | None, Any]:
     return entry, None, None
 
 
+class ContextTooLong(ValueError):
+    """A prompt plus max_new_tokens does not fit a model's context (`crossmodel chat` drops old turns on it)."""
+
+
+def _check_prompts(prompts: Sequence[Any]) -> None:
+    for i, p in enumerate(prompts):
+        if not p:  # "" or an empty message list: nothing to continue from (and no token at all without a BOS)
+            raise ValueError(f"prompt {i} is empty; give some text to continue (--prompt TEXT)")
+
+
+def _check_stops(stop: Iterable[str]) -> tuple[str, ...]:
+    stop = tuple(stop)
+    if any(not isinstance(s, str) or not s for s in stop):
+        raise ValueError(f"stop strings must be non-empty text, got {list(stop)!r} (an empty --stop would end "
+                         "every generation before its first token)")
+    return stop
+
+
 def _context(model: Any) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
-
-
-def chat_text(tokenizer: Any, prompt: str | list[dict], chat_template: str | None, who: str) -> str:
-    """`prompt` (one user turn, or a list of {role, content} messages) through `chat_template` (or the
-    tokenizer's own), ending with the assistant cue."""
-    template = chat_template or getattr(tokenizer, "chat_template", None)
-    if not template:
-        raise ValueError(f"the {who} tokenizer has no chat template (a base model?); use chat=False / no --chat")
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
 
 
 class Steered:
@@ -82,14 +91,14 @@ class Steered:
     # ---- prompts --------------------------------------------------------------------------------------------
     def prompt_texts(self, prompts: Sequence[str], chat: bool) -> list[str]:
         """The user model's prompt strings (through its chat template when `chat`)."""
-        return [chat_text(self.tokenizer, p, self.chat_template, "user model") if chat else p for p in prompts]
+        return [chat_prompt(self.tokenizer, p, self.chat_template) if chat else p for p in prompts]
 
     def delta_prompt_texts(self, prompts: Sequence[str], chat: bool) -> list[list[str]]:
         """Per delta, the prompt strings it reads (its training chat template when `chat`)."""
         # a delta without a training template of its own reads the user's format
         user_template = self.chat_template or getattr(self.tokenizer, "chat_template", None)
-        return [[chat_text(s.tokenizer, p, s.chat_template or getattr(s.tokenizer, "chat_template", None)
-                           or user_template, s.name) if chat else p for p in prompts] for s in self.slots]
+        return [[chat_prompt(s.tokenizer, p, s.chat_template or getattr(s.tokenizer, "chat_template", None)
+                             or user_template) if chat else p for p in prompts] for s in self.slots]
 
     def encode(self, prompts: Sequence[str], chat: bool = False, max_new_tokens: int = 0):
         """Left-padded user inputs {input_ids, attention_mask} for `prompts`; checks both models' contexts."""
@@ -111,7 +120,7 @@ class Steered:
         worst = max(lengths)
         if limit is not None and worst + max_new_tokens > limit:
             i = lengths.index(worst)
-            raise ValueError(f"prompt {i} is {worst} tokens for the {who}, plus max_new_tokens={max_new_tokens} "
+            raise ContextTooLong(f"prompt {i} is {worst} tokens for the {who}, plus max_new_tokens={max_new_tokens} "
                              f"exceeds its context of {limit} tokens (max_position_embeddings); shorten the "
                              "prompt or lower max_new_tokens")
 
@@ -120,6 +129,8 @@ class Steered:
                top_k: int | None, top_p: float | None, stop: Iterable[str], chat: bool, seed: int):
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+        _check_prompts(prompts)
+        stop = _check_stops(stop)
         inputs = self.encode(prompts, chat, max_new_tokens)
         pick = token_picker(do_sample, temperature, top_k, top_p, seed, self.model.device)
         return steered_tokens(self.model, self.slots, inputs["input_ids"], inputs["attention_mask"],
@@ -263,7 +274,8 @@ def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *,
         delta_config = getattr(delta, "config", None)
         rules.add(getattr(delta_config, "rule", "basenormalize"))
         slots.append(DeltaSlot(model=delta.model.to(model.device), tokenizer=delta.tokenizer,
-                               alpha=float(getattr(delta_config, "alpha", 1.0) if alpha is None else alpha),
+                               alpha=check_alpha(getattr(delta_config, "alpha", 1.0) if alpha is None else alpha,
+                                                 f"alpha of delta {delta_name}"),
                                token_map=token_map, user_rows=user_rows, fill=config.fill,
                                sync="same" if token_map is None else config.sync,
                                chat_template=getattr(delta_config, "chat_template", None), name=delta_name))

@@ -10,9 +10,9 @@ from crossmodel.train.losses import LOSSES, NPO_BETA, get_loss
 from crossmodel.train.loop import TrainResult, evaluate, train
 from crossmodel.train.recipe import run_training
 from crossmodel.train.template_cache import TemplateCache
-from crossmodel.train.templates import IDK_ANSWERS, IGNORE_INDEX, PLAIN_CHAT_TEMPLATE, chat_template_of
+from crossmodel.train.templates import IDK_ANSWERS, IGNORE_INDEX
 
-__all__ = ["FORMATS", "IDK_ANSWERS", "IGNORE_INDEX", "LOSSES", "NPO_BETA", "PLAIN_CHAT_TEMPLATE", "Batch", "Combined",
-           "Encoded", "Example", "TemplateCache", "TrainConfig", "TrainResult", "chat_template_of", "collate",
+__all__ = ["FORMATS", "IDK_ANSWERS", "IGNORE_INDEX", "LOSSES", "NPO_BETA", "Batch", "Combined",
+           "Encoded", "Example", "TemplateCache", "TrainConfig", "TrainResult", "collate",
            "combined_for_batch", "encode_examples", "evaluate", "generate_facts", "get_loss", "load_examples",
            "loss_positions", "output_head", "run_training", "train", "with_idk_answers", "write_facts"]

@@ -13,7 +13,7 @@ from crossmodel.steer import DeltaModel
 from crossmodel.train.config import TrainConfig
 from crossmodel.train.data import encode_examples, load_examples, with_idk_answers
 from crossmodel.train.loop import train
-from crossmodel.train.templates import chat_template_of
+from crossmodel.models.prompt import chat_template_of
 
 DELTA_DIR = "delta"
 

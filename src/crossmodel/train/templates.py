@@ -1,23 +1,16 @@
 """Chat templates and refusal answers for training: how one prompt/response pair becomes token ids with the loss
 on the response only, and the "I don't know" answers of TOFU's idk loss (Maini et al. 2024, §4).
 
-The template's own chat template is used when its tokenizer has one; otherwise `PLAIN_CHAT_TEMPLATE`. Either way
-the template string used is recorded in the DeltaModel artefact, so steering can format prompts the same way.
+The prompt format itself (the tokenizer's chat template or the plain fallback, BOS included) has its one home in
+`crossmodel.models.prompt`; the template string used is recorded in the DeltaModel artefact, so steering formats
+prompts the same way.
 """
 
 from __future__ import annotations
 
 import random
 
-# A minimal fallback for tokenizers without a chat template (base models, tiny test tokenizers).
-PLAIN_CHAT_TEMPLATE = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
-    "{% elif m['role'] == 'user' %}Question: {{ m['content'] }}\n"
-    "{% else %}Answer: {{ m['content'] }}{{ eos_token }}\n{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}Answer: {% endif %}"
-)
+from crossmodel.models.prompt import render
 
 # Refusals in the spirit of TOFU's data/idontknow.jsonl (written for this project, not copied).
 IDK_ANSWERS = [
@@ -34,18 +27,6 @@ IDK_ANSWERS = [
 ]
 
 IGNORE_INDEX = -100  # label of positions that carry no loss (prompt and padding), as in transformers
-
-
-def chat_template_of(tokenizer) -> str:
-    """The tokenizer's chat template, or `PLAIN_CHAT_TEMPLATE` when it has none."""
-    template = getattr(tokenizer, "chat_template", None)
-    return template if isinstance(template, str) and template else PLAIN_CHAT_TEMPLATE
-
-
-def render(tokenizer, messages: list[dict], chat_template: str, *, generation_prompt: bool) -> str:
-    """`messages` as text under `chat_template` (no tokenization)."""
-    return tokenizer.apply_chat_template(messages, chat_template=chat_template, tokenize=False,
-                                         add_generation_prompt=generation_prompt)
 
 
 def encode_pair(tokenizer, prompt: list[dict], response: str, chat_template: str,
