@@ -7,6 +7,9 @@ from typer.testing import CliRunner
 
 from crossmodel.cli import app
 from crossmodel.eval.report import compare_runs, flatten, markdown_table, render_report
+from crossmodel.steer import DeltaModel
+
+from .conftest import make_tokenizer
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -79,3 +82,28 @@ def test_cli_eval_resume_and_report(tmp_path, tiny, tok):
     bad = runner.invoke(app, ["eval", "--model", str(model_dir), "--suite", "bogus", "--data", str(data),
                               "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "choose one of" in bad.output
+
+
+def test_cli_eval_failed_start_leaves_nothing_and_names_changed_keys(tmp_path, tiny, tok):
+    """A start that fails (a delta in another vocabulary without --map) writes no run.json, so the corrected command
+    runs in the same --out; a really changed configuration is refused naming only the changed key, old -> new."""
+    model_dir = tmp_path / "tiny"
+    tiny.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    other = make_tokenizer(vocab_size=280)
+    delta = DeltaModel.create(vocabulary_of=other, layers=1, d_model=32, heads=2)
+    delta.save(tmp_path / "delta")
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "Capital of Italy?", "answer": "Rome"}) + "\n")
+    out = tmp_path / "o"
+    args = ["eval", "--model", str(model_dir), "--suite", "nll", "--data", str(data), "--out", str(out), "--no-chat"]
+    runner = CliRunner()
+    failed = runner.invoke(app, args + ["--delta", str(tmp_path / "delta")])
+    assert failed.exit_code == 1 and "crossmodel map" in failed.output and "--mode normalized" in failed.output
+    assert not (out / "run.json").exists()
+    ok = runner.invoke(app, args)
+    assert ok.exit_code == 0, ok.output
+    assert "1 nll items" in ok.output and "--limit" in ok.output  # what it is about to do, and how to try less
+    changed = runner.invoke(app, args + ["--batch-size", "2"])
+    assert changed.exit_code == 1
+    assert "batch_size: 4 -> 2" in changed.output and "data" not in changed.output.split("configuration")[1]

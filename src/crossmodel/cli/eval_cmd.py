@@ -19,12 +19,13 @@ def eval_command(
     out: Path = typer.Option(..., help="output folder; re-run with the same one to resume"),
     delta: list[str] = typer.Option([], help="delta folder (repeat for several)"),
     alpha: list[float] = typer.Option([], help="strength per delta (or one for all); default: the delta's"),
-    map: list[str] = typer.Option([], "--map", help="token map folder per delta ('' = same vocabulary)"),
+    map: list[str] = typer.Option([], "--map", help="token map folder per --delta ('-' = same vocabulary)"),
     rule: Optional[str] = typer.Option(None, help="basenormalize | normalize | add (default: the delta's)"),
     format: str = typer.Option("tofu", help="qa/nll/shift file format: tofu | alpaca | chat"),
     limit: Optional[int] = typer.Option(None, help="evaluate the first N items of each split / file"),
     max_new_tokens: Optional[int] = typer.Option(None, help="generation budget (tofu 200, qa 128)"),
-    chat: bool = typer.Option(True, help="prompt through the chat template"),
+    chat: bool = typer.Option(True, help="prompt as a user turn: the model's chat template, or the plain "
+                                         "'Question: …\\nAnswer:' format for a base model (BOS included)"),
     batch_size: int = typer.Option(4, help="items per batch"),
     forget: str = typer.Option("forget10", help="tofu forget set: forget01 | forget05 | forget10"),
     split: list[str] = typer.Option([], help="tofu splits to run (default: all four)"),
@@ -46,7 +47,7 @@ def eval_command(
                         splits=tuple(split) or tuple(TOFU_SPLITS),
                         reference=str(reference) if reference else None, baseline=baseline, after=after,
                         model_b=model_b, after_b=after_b, shift_map=shift_map)
-    results = run_eval(config)
+    results = run_eval(config, log=lambda line: typer.echo(line, err=True))
     typer.echo(markdown_table({n: flatten(s) for n, s in results["variants"].items()}))
     typer.echo(f"report: {out / 'report.md'}")
 

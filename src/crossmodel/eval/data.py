@@ -55,7 +55,7 @@ def tofu_file(data_dir: str | Path, split: str, forget: str = "forget10") -> Pat
     path = Path(data_dir) / TOFU_SPLITS[split][0].format(forget=forget)
     if not path.is_file():
         raise FileNotFoundError(f"TOFU split {split!r} needs {path}; point --data at the folder holding the TOFU "
-                                "JSON files, or leave the split out with --splits")
+                                "JSON files, or leave the split out with --split")
     return path
 
 

@@ -26,18 +26,24 @@ def _read(path: Path) -> Any:
         raise ValueError(f"{path} is not valid JSON ({err}); delete it to recompute that part") from None
 
 
+def check_run(out_dir: str | Path, config: dict[str, Any]) -> None:
+    """Refuse `out_dir` when it holds a run with another configuration, naming each changed key (writes nothing)."""
+    path = Path(out_dir) / RUN_FILE
+    if path.is_file():
+        previous, config = _read(path), json.loads(json.dumps(config))  # tuples compare as the lists on disk
+        changed = [f"{k}: {previous.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(previous) | set(config))
+                   if previous.get(k) != config.get(k)]
+        if changed:
+            raise ValueError(f"{out_dir} holds a run with a different configuration ({'; '.join(changed)}); pass a "
+                             "new --out, or delete the folder to start over")
+
+
 def start_run(out_dir: str | Path, config: dict[str, Any]) -> Path:
     """Create `out_dir` and record `config` there; a directory holding a run with another config is refused."""
+    check_run(out_dir, config)
     out = Path(out_dir)
-    path = out / RUN_FILE
-    if path.is_file():
-        previous = _read(path)
-        if previous != json.loads(json.dumps(config)):
-            changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
-            raise ValueError(f"{out} holds a run with a different configuration (differs in: {', '.join(changed)});"
-                             " pass a new --out, or delete the folder to start over")
-    else:
-        atomic_write_json(path, config)
+    if not (out / RUN_FILE).is_file():
+        atomic_write_json(out / RUN_FILE, config)
     return out
 
 

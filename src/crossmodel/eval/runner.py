@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from crossmodel.eval import qa, resume, tofu
 from crossmodel.eval.data import TOFU_SPLITS, load_qa
 from crossmodel.eval.report import RESULTS, render_report
 from crossmodel.io import atomic_write_json
+from crossmodel.train.data import load_examples
 
 SUITES = ("tofu", "qa", "nll", "shift")
 DEFAULT_NEW_TOKENS = {"tofu": 200, "qa": 128}  # tofu: locuslab's generation.max_length = 200
@@ -32,7 +33,7 @@ class EvalConfig:
     out: str = field(metadata={"help": "output folder (re-use it to resume)"})
     deltas: tuple[str, ...] = ()
     alphas: tuple[float, ...] = field(default=(), metadata={"help": "one per delta, one for all, or none"})
-    maps: tuple[str, ...] = field(default=(), metadata={"help": "token map dir per delta ('' = same vocab)"})
+    maps: tuple[str, ...] = field(default=(), metadata={"help": "token map dir per delta ('-' = same vocab)"})
     rule: str | None = None
     format: str = field(default="tofu", metadata={"help": "qa/nll/shift file format: tofu | alpaca | chat"})
     limit: int | None = field(default=None, metadata={"help": "first N items of each split / file"})
@@ -57,7 +58,8 @@ class EvalConfig:
         if self.alphas and len(self.alphas) not in (1, len(self.deltas)):
             raise ValueError(f"{len(self.alphas)} alphas for {len(self.deltas)} deltas; give one per delta or one")
         if self.maps and len(self.maps) != len(self.deltas):
-            raise ValueError(f"{len(self.maps)} maps for {len(self.deltas)} deltas; give one per delta ('' = none)")
+            raise ValueError(f"{len(self.maps)} --map values for {len(self.deltas)} --delta flags; give one per delta "
+                             "('-' for a delta in the model's own vocabulary)")
         if self.limit is not None and self.limit < 1 or self.batch_size < 1:
             raise ValueError(f"limit={self.limit} and batch_size={self.batch_size} must be >= 1")
         if self.suite == "shift" and not (self.model_b and (self.after and self.after_b or self.deltas)):
@@ -66,12 +68,6 @@ class EvalConfig:
 
     def new_tokens(self) -> int:
         return self.max_new_tokens or DEFAULT_NEW_TOKENS.get(self.suite, 128)
-
-
-def _delta_entries(config: EvalConfig) -> list[tuple[str, float | None, str | None]]:
-    alphas = list(config.alphas) * (len(config.deltas) if len(config.alphas) == 1 else 1)
-    return [(d, alphas[i] if alphas else None, (config.maps[i] or None) if config.maps else None)
-            for i, d in enumerate(config.deltas)]
 
 
 def load_variants(config: EvalConfig) -> dict[str, Any]:
@@ -84,12 +80,12 @@ def load_variants(config: EvalConfig) -> dict[str, Any]:
     if config.baseline or not config.deltas:
         variants["base"] = PlainModel(loaded.model, loaded.tokenizer, batch_size=config.batch_size)
     if config.deltas:
-        from crossmodel.steer import steer
+        from crossmodel.steer import delta_entries, steer
         from crossmodel.models.prompt import chat_template_of
 
         # the plain-model fallback template for base models, so base and steered read the same prompts
-        variants["steered"] = steer(loaded, deltas=_delta_entries(config), rule=config.rule,
-                                    chat_template=chat_template_of(loaded.tokenizer))
+        variants["steered"] = steer(loaded, deltas=delta_entries(config.deltas, config.alphas, config.maps),
+                                    rule=config.rule, chat_template=chat_template_of(loaded.tokenizer))
     return variants
 
 
@@ -126,16 +122,36 @@ def _run_suite(config: EvalConfig, model: Any, out: Path) -> dict[str, Any]:
                      max_new_tokens=config.new_tokens(), batch_size=config.batch_size)["summary"]
 
 
-def run_eval(config: EvalConfig) -> dict[str, Any]:
-    """Run `config`; return the results dict that is also written to `<out>/results.json`."""
-    out = resume.start_run(config.out, dataclasses.asdict(config))
+def _announce(config: EvalConfig, log: Callable[[str], None]) -> None:
+    """Say how many items each variant will go through, and how to try a few first."""
+    if config.suite == "tofu":
+        counts = {name: len(load_examples(path, "tofu")) for name, path in _tofu_files(config).items()}
+    else:
+        counts = {config.suite: len(load_qa(config.data[0], config.format, None))}
+    if config.limit:
+        counts = {name: min(n, config.limit) for name, n in counts.items()}
+    variants = 1 + bool(config.deltas and config.baseline)
+    log(f"{config.suite}: {', '.join(f'{n} {name}' for name, n in counts.items())} items x {variants} variant(s)"
+        + ("" if config.limit else "; try --limit 20 first for a quick look"))
+
+
+def run_eval(config: EvalConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run `config`; return the results dict that is also written to `<out>/results.json`.
+
+    Everything is checked and loaded before `<out>/run.json` is written, so a failed start leaves nothing behind.
+    """
+    resume.check_run(config.out, dataclasses.asdict(config))
     results: dict[str, Any] = {"config": dataclasses.asdict(config), "suite": config.suite, "variants": {}}
     if config.suite == "shift":
         from crossmodel.eval.shift_run import run_shift
 
+        out = resume.start_run(config.out, dataclasses.asdict(config))
         results.update(run_shift(config, out))
     else:
-        for name, model in load_variants(config).items():
+        _announce(config, log)
+        variants = load_variants(config)
+        out = resume.start_run(config.out, dataclasses.asdict(config))
+        for name, model in variants.items():
             results["variants"][name] = _run_suite(config, model, out / name)
     atomic_write_json(out / RESULTS, results)
     render_report(out)

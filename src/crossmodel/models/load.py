@@ -120,3 +120,33 @@ def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32, device: 
     model = model.to(device).eval()
     path = None if source is Source.HUB else Path(where)
     return LoadedModel(model, tokenizer, load_vocabulary(tokenizer).fingerprint, name, path)
+
+
+def logits_width(spec: str | Path) -> int | None:
+    """The logits width (output rows) of the model named by `spec`, read from its config without loading the
+    weights; None for a GGUF file (whose rows equal its tokenizer)."""
+    from transformers import AutoConfig
+
+    source, where = resolve(spec)
+    if source is Source.ZOO:
+        source, where = Source.HF_DIR, pull(str(where), verify=False)
+    if source is Source.GGUF:
+        return None
+    config = AutoConfig.from_pretrained(where) if source is Source.HF_DIR else _from_hub(AutoConfig, str(where))
+    return int(config.get_text_config().vocab_size)
+
+
+def tokenizer_source(spec: str) -> tuple[str, int | None]:
+    """For `crossmodel map`: what `crossmodel.vocab` should read for `spec`, and the model's logits width.
+
+    A zoo name becomes its (pulled) HF directory; an HF model directory stays as it is; both come with the
+    model's logits width (Gemma-3-270m: 262,144 rows for a 262,145-token tokenizer). Anything else (a tokenizer
+    file, a GGUF file, a known tokenizer name) is passed through with no width.
+    """
+    path = Path(spec).expanduser()
+    if spec in ZOO and not path.exists():
+        directory = pull(spec, verify=False)
+        return str(directory), logits_width(directory)
+    if path.is_dir() and (path / "config.json").is_file():
+        return spec, logits_width(path)
+    return spec, None

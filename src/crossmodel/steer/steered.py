@@ -238,7 +238,7 @@ def _check_pair(user_fp: str, user_tok: Any, delta: Any, token_map: Any, user_ro
             raise ValueError(
                 f"delta {delta_name} uses another vocabulary than the user model {user_name} (fingerprints "
                 f"{delta_fp[:12]} vs {user_fp[:12]}); build a token map with `crossmodel map --user {user_name} "
-                f"--delta {delta_name} --out MAP_DIR` and pass it (--map MAP_DIR, or (delta, alpha, token_map))")
+                f"--delta {delta_name} --mode normalized --out MAP_DIR` and pass it (--map MAP_DIR, or (delta, alpha, token_map))")
         return
     token_map.verify(user=user_tok, delta=delta.tokenizer)
     if token_map.user_rows != user_rows or token_map.delta_rows != logits_rows(delta.model):
