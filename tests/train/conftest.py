@@ -43,6 +43,15 @@ def template(tokenizer):
 
 
 @pytest.fixture
+def template_dir(tmp_path, tokenizer, template):
+    """The tiny template saved as an HF dir, as `crossmodel train --template DIR` reads it."""
+    path = tmp_path / "template"
+    template.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
 def delta(tokenizer):
     return make_llama(len(tokenizer), hidden=32, layers=2, seed=2).train()
 

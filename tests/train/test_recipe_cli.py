@@ -9,15 +9,8 @@ from typer.testing import CliRunner
 from crossmodel.cli import app
 from crossmodel.steer import DeltaModel
 from crossmodel.train.config import TrainConfig
+from crossmodel.train.recipe import run_training
 from crossmodel.train.facts import write_facts
-
-
-@pytest.fixture
-def template_dir(tmp_path, tokenizer, template):
-    path = tmp_path / "template"
-    template.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_cli_trains_and_saves_a_delta_artefact(tmp_path, template_dir):
@@ -37,20 +30,31 @@ def test_cli_trains_and_saves_a_delta_artefact(tmp_path, template_dir):
 
 def test_yaml_config_with_flag_override_and_resume(tmp_path, template_dir):
     data = write_facts(tmp_path / "facts.json", n_authors=2, seed=3)
-    out = tmp_path / "run"
     cfg_path = tmp_path / "run.yaml"
-    cfg_path.write_text(yaml.safe_dump({"template": str(template_dir), "data": str(data), "out": str(out),
-                                        "epochs": 3, "batch_size": 5, "delta_layers": 1, "delta_d_model": 32,
-                                        "delta_heads": 2, "save_every": 2, "progress": False}))
+    keys = {"template": str(template_dir), "data": str(data), "epochs": 3, "batch_size": 5, "delta_layers": 1,
+            "delta_d_model": 32, "delta_heads": 2, "save_every": 2, "progress": False}
+    cfg_path.write_text(yaml.safe_dump(keys))
     runner = CliRunner()
-    first = runner.invoke(app, ["train", "--config", str(cfg_path), "--epochs", "2"])
-    assert first.exit_code == 0, first.output + repr(first.exception)
-    log = json.loads((out / "train_log.json").read_text())
+    full = runner.invoke(app, ["train", "--config", str(cfg_path), "--epochs", "2", "--out", str(tmp_path / "full")])
+    assert full.exit_code == 0, full.output + repr(full.exception)
+    log = json.loads((tmp_path / "full" / "train_log.json").read_text())
     assert log["config"]["epochs"] == 2 and len(log["history"]) == 4
+    assert not (tmp_path / "full" / "checkpoint").exists()  # a finished run keeps no stale resume state
+
+    def interrupt(step, loss):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    cut = TrainConfig(**{**keys, "epochs": 2, "out": str(tmp_path / "cut")})
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cut, on_step=interrupt, log=None)
+    assert not (tmp_path / "cut" / "delta").exists() and (tmp_path / "cut" / "checkpoint").is_dir()
     # resume from the step-2 checkpoint: steps 3-4 are replayed exactly
-    again = runner.invoke(app, ["train", "--config", str(cfg_path), "--epochs", "2", "--resume"])
+    again = runner.invoke(app, ["train", "--config", str(cfg_path), "--epochs", "2", "--out", str(tmp_path / "cut"),
+                                "--resume"])
     assert again.exit_code == 0, again.output + repr(again.exception)
-    relog = json.loads((out / "train_log.json").read_text())
+    assert "resumed from" in again.output and "at step 2 of 4" in again.output
+    relog = json.loads((tmp_path / "cut" / "train_log.json").read_text())
     assert [h["loss"] for h in relog["history"]] == pytest.approx([h["loss"] for h in log["history"]], abs=1e-6)
 
 

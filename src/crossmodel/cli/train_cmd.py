@@ -1,39 +1,59 @@
-"""`crossmodel train`: flags (or a YAML/JSON config with the same keys) → TrainConfig → run_training → print."""
+"""`crossmodel train`: flags (or a YAML/JSON config with the same keys) → TrainConfig → run_training → print.
+
+Every TrainConfig key is a flag; its help text and default are read from the field, so they have one home.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from crossmodel.cli.app import command
+from crossmodel.train.config import TrainConfig
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+AUTO = ("epochs", "save_every")  # unset = resolved from the data size
+
+
+def _opt(name: str, *decls: str) -> Any:
+    """A flag for TrainConfig.<name>: None unless given (so --config values stand), the field's help and default."""
+    default = FIELDS[name].default
+    shown: Any = "auto" if name in AUTO else (name if isinstance(default, bool) else default)
+    return typer.Option(None, *decls, help=FIELDS[name].metadata["help"],
+                        show_default=False if shown in (None, "") else str(shown))
 
 
 @command()
 def train(
-    template: Optional[str] = typer.Option(None, help="template model: zoo name, HF dir, GGUF file or hub id"),
-    data: Optional[Path] = typer.Option(None, help="training data (forget set for unlearning), JSON/JSON-lines"),
-    out: Optional[Path] = typer.Option(None, help="run directory; the delta is saved to OUT/delta"),
-    retain: Optional[Path] = typer.Option(None, help="retain set (grad_diff, kl; optional for idk, npo)"),
-    task: Optional[str] = typer.Option(None, help="sft | grad_ascent | grad_diff | kl | idk | npo"),
-    data_format: Optional[str] = typer.Option(None, help="tofu | alpaca | chat"),
-    delta_layers: Optional[int] = typer.Option(None), delta_d_model: Optional[int] = typer.Option(None),
-    delta_heads: Optional[int] = typer.Option(None), epochs: Optional[int] = typer.Option(None),
-    lr: Optional[float] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
-    seed: Optional[int] = typer.Option(None),
+    template: Optional[str] = _opt("template"), data: Optional[str] = _opt("data"), out: Optional[str] = _opt("out"),
+    retain: Optional[str] = _opt("retain"), data_format: Optional[str] = _opt("data_format"),
+    limit: Optional[int] = _opt("limit"), task: Optional[str] = _opt("task"), rule: Optional[str] = _opt("rule"),
+    alpha: Optional[float] = _opt("alpha"), delta_layers: Optional[int] = _opt("delta_layers"),
+    delta_d_model: Optional[int] = _opt("delta_d_model"), delta_heads: Optional[int] = _opt("delta_heads"),
+    delta_init: Optional[str] = _opt("delta_init"), epochs: Optional[int] = _opt("epochs"),
+    min_steps: Optional[int] = _opt("min_steps"), batch_size: Optional[int] = _opt("batch_size"),
+    grad_accum: Optional[int] = _opt("grad_accum"), lr: Optional[float] = _opt("lr"),
+    weight_decay: Optional[float] = _opt("weight_decay"), warmup_ratio: Optional[float] = _opt("warmup_ratio"),
+    max_grad_norm: Optional[float] = _opt("max_grad_norm"), max_length: Optional[int] = _opt("max_length"),
+    npo_beta: Optional[float] = _opt("npo_beta"), chunk_size: Optional[int] = _opt("chunk_size"),
+    dtype: Optional[str] = _opt("dtype"), cache: Optional[bool] = _opt("cache", "--cache/--no-cache"),
+    cache_dtype: Optional[str] = _opt("cache_dtype"), cache_budget_gb: Optional[float] = _opt("cache_budget_gb"),
+    eval_every: Optional[int] = _opt("eval_every"), save_every: Optional[int] = _opt("save_every"),
+    seed: Optional[int] = _opt("seed"), device: Optional[str] = _opt("device"),
+    progress: Optional[bool] = _opt("progress", "--progress/--no-progress"),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file of TrainConfig keys; flags override it"),
-    resume: bool = typer.Option(False, help="continue from OUT/checkpoint"),
+    resume: bool = typer.Option(False, help="continue the unfinished run in OUT/checkpoint (same settings and data)"),
+    overwrite: bool = typer.Option(False, help="start over in an OUT that holds a finished run or a checkpoint"),
 ) -> None:
-    """Train a delta next to a frozen template (SFT or TOFU-style unlearning)."""
+    """Train a delta next to a frozen template (SFT or TOFU-style unlearning); the delta is saved to OUT/delta."""
     from rich import print as rprint
 
-    from crossmodel.train import TrainConfig, run_training
+    from crossmodel.train import run_training
 
-    flags = {k: str(v) if isinstance(v, Path) else v for k, v in dict(
-        template=template, data=data, out=out, retain=retain, task=task, data_format=data_format,
-        delta_layers=delta_layers, delta_d_model=delta_d_model, delta_heads=delta_heads, epochs=epochs, lr=lr,
-        batch_size=batch_size, seed=seed).items() if v is not None}
-    cfg = TrainConfig.from_file(config, **flags) if config else TrainConfig(**flags)
-    delta_dir = run_training(cfg, resume=resume)
+    given = {k: v for k, v in locals().items() if k in FIELDS and v is not None}
+    cfg = TrainConfig.from_file(config, **given) if config else TrainConfig(**given)
+    delta_dir = run_training(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
     rprint(f"[green]delta saved to[/green] {delta_dir}  (loss curve: {Path(cfg.out) / 'loss_curve.png'})")

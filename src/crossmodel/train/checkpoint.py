@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from crossmodel.io import atomic_dir, atomic_write_json, commit_dir
+from crossmodel.train.config import config_changes
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -57,17 +58,39 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, optimizer: to
     return directory
 
 
+def read_state(directory: str | Path) -> dict[str, Any] | None:
+    """The JSON state of the checkpoint in `directory` (step, config, identity ...), or None when there is none."""
+    directory = Path(directory)
+    if not (directory / STATE_JSON).is_file() or not (directory / STATE_TENSORS).is_file():
+        return None
+    meta = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{directory / STATE_JSON}: schema_version {meta.get('schema_version')!r} is not "
+                         f"{SCHEMA_VERSION}; resume with the crossmodel version that wrote it or pass --overwrite")
+    return meta
+
+
+def check_resumable(directory: str | Path, meta: dict[str, Any], config: dict[str, Any],
+                    identity: dict[str, str]) -> None:
+    """Raise a ValueError naming every difference between the checkpoint's run and this one: config keys (old →
+    new) and identity entries (data files' sha256, template weights) present in both."""
+    problems = config_changes(meta.get("config", {}), config)
+    old = meta.get("identity", {})
+    problems += [f"{k} {old[k][:12]} → {v[:12]}" for k, v in sorted(identity.items()) if k in old and old[k] != v]
+    if problems:
+        raise ValueError(f"cannot --resume {directory} (step {meta.get('step')}): the run differs in "
+                         f"{'; '.join(problems)}; rerun with the checkpoint's settings and data, or pass --overwrite "
+                         "to start over")
+
+
 def load_checkpoint(directory: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and the torch RNG from `directory`; return the JSON state."""
     directory = Path(directory)
-    if not (directory / STATE_JSON).is_file() or not (directory / STATE_TENSORS).is_file():
+    meta = read_state(directory)
+    if meta is None:
         raise FileNotFoundError(f"no checkpoint in {directory}: nothing to resume; run without --resume to "
                                 "start a fresh run")
-    meta = json.loads((directory / STATE_JSON).read_text(encoding="utf-8"))
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{directory / STATE_JSON}: schema_version {meta.get('schema_version')!r} is not "
-                         f"{SCHEMA_VERSION}; resume with the crossmodel version that wrote it")
     tensors = load_file(str(directory / STATE_TENSORS))
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(weights, strict=False)

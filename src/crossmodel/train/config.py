@@ -1,86 +1,116 @@
 """`TrainConfig`: every setting of a training run, validated on construction, readable from YAML or JSON.
 
-The same keys serve the command line (`crossmodel train --epochs 3 ...`) and a config file
-(`crossmodel train --config run.yaml`); the resolved config is stored in the run's checkpoint and artefact.
+The same keys serve the command line (`crossmodel train --epochs 3 ...`, whose help texts and defaults are read from
+the fields below) and a config file (`crossmodel train --config run.yaml`); the resolved config (auto values
+filled in) is stored in the run's checkpoint, `train_log.json` and the delta's `crossmodel.json`.
+This module imports no torch, so that the command line can read the fields without paying for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crossmodel.steer.combine import COMBINE_RULES
-from crossmodel.train.data import FORMATS
-from crossmodel.train.losses import LOSSES, NEEDS_RETAIN, NPO_BETA
-from crossmodel.train.template_cache import DTYPES
+# Names of the registries, spelt out for the help texts (the registries themselves import torch);
+# tests/train/test_config.py pins them against COMBINE_RULES, FORMATS, LOSSES and template_cache.DTYPES.
+RULE_NAMES, FORMAT_NAMES = ("basenormalize", "normalize", "add"), ("tofu", "alpaca", "chat")
+RULE_CHOICES = (*RULE_NAMES, "base-normalize")  # COMBINE_RULES also accepts the paper code's spelling
+TASK_NAMES = ("sft", "grad_ascent", "grad_diff", "kl", "idk", "npo")
+CACHE_DTYPE_NAMES, TEMPLATE_DTYPE_NAMES = ("float16", "bfloat16", "float32"), ("float32", "bfloat16")
+UNLEARN_EPOCHS = 5  # TOFU (Maini et al. 2024, §4): every unlearning method runs 5 epochs
+# Keys that change neither the numbers a run computes nor which run it is: a resumed run may change them.
+HARMLESS_KEYS = frozenset({"progress", "save_every", "eval_every", "device", "out", "cache", "cache_dtype",
+                           "cache_budget_gb"})
 
 
 def _help(text: str, default: Any) -> Any:
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": text})
     return field(default=default, metadata={"help": text})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one `crossmodel train` run (defaults are this project's, tuned on SmolLM2 + TOFU-style data)."""
+    """Settings of one `crossmodel train` run (defaults are this project's, measured on SmolLM2 + fictitious facts,
+    docs/TRAINING.md)."""
 
     template: str = _help("template model: zoo name, HF dir, GGUF file or hub id", "")
     data: str = _help("training data (the forget set for unlearning): JSON or JSON-lines", "")
-    out: str = _help("run directory: checkpoint/, template_cache/, loss_curve.png, delta/ (the artefact)", "")
+    out: str = _help("run directory: checkpoint/, template_cache/, train_log.json, loss_curve.png, delta/", "")
     retain: str | None = _help("retain set for grad_diff / kl (optional for idk / npo)", None)
-    data_format: str = _help(f"record format of data and retain: {', '.join(FORMATS)}", "tofu")
-    task: str = _help(f"loss: {', '.join(LOSSES)}", "sft")
-    rule: str = _help("combination rule (DESIGN.md §1); basenormalize is the paper's default", "basenormalize")
+    data_format: str = _help(f"record format of data and retain: {' | '.join(FORMAT_NAMES)}", "tofu")
+    limit: int | None = _help("train on the first N records of data only (unset = all)", None)
+    task: str = _help(f"loss: {' | '.join(TASK_NAMES)}", "sft")
+    rule: str = _help(f"combination rule (DESIGN.md §1): {' | '.join(RULE_NAMES)}", "basenormalize")
     alpha: float = _help("delta strength in the combination", 1.0)
     delta_layers: int = _help("delta transformer layers", 4)
     delta_d_model: int = _help("delta hidden width", 256)
     delta_heads: int = _help("delta attention heads", 4)
-    delta_init: str | None = _help("'template' = embeddings from a PCA of the template's; None = random", None)
-    epochs: int = _help("passes over the training data", 3)
+    delta_init: str | None = _help("'template' = embeddings from a PCA of the template's; unset = random", None)
+    epochs: int | None = _help(f"passes over the data; unset = auto: sft trains whole epochs until at least "
+                               f"min_steps optimizer steps, unlearning {UNLEARN_EPOCHS} epochs (TOFU)", None)
+    min_steps: int = _help("optimizer steps that auto epochs reach at least (sft)", 150)
     batch_size: int = _help("examples per micro-batch", 4)
     grad_accum: int = _help("micro-batches per optimizer step", 1)
-    lr: float = _help("AdamW peak learning rate", 5e-4)
+    lr: float = _help("AdamW peak learning rate", 2e-3)
     weight_decay: float = _help("AdamW weight decay", 0.0)
     warmup_ratio: float = _help("fraction of steps of linear warm-up before the cosine decay", 0.1)
     max_grad_norm: float = _help("gradient clipping norm (0 = off)", 1.0)
     max_length: int = _help("tokens per example (prompt + answer); longer answers are cut", 512)
-    npo_beta: float = _help("NPO inverse temperature (Zhang et al. 2024, TOFU runs: 0.1)", NPO_BETA)
+    npo_beta: float = _help("NPO inverse temperature (Zhang et al. 2024, TOFU runs: 0.1)", 0.1)
     chunk_size: int = _help("loss positions per chunk of the memory-safe loss", 256)
+    dtype: str = _help(f"the frozen template's dtype: {' | '.join(TEMPLATE_DTYPE_NAMES)} (the delta stays "
+                       "float32)", "float32")
     cache: bool = _help("cache the template's log-probs on disk and reuse them every epoch", True)
-    cache_dtype: str = _help(f"cache storage dtype: {', '.join(DTYPES)}", "float16")
+    cache_dtype: str = _help(f"cache storage dtype: {' | '.join(CACHE_DTYPE_NAMES)}", "float16")
+    cache_budget_gb: float = _help("largest template cache to write (GiB); above it the run recomputes the "
+                                   "template every step instead, and says so", 2.0)
     eval_every: int = _help("optimizer steps between evaluations (0 = at the end only)", 0)
-    save_every: int = _help("optimizer steps between checkpoints (0 = none until the end)", 50)
+    save_every: int | None = _help("optimizer steps between checkpoints; unset = auto (a tenth of the run); "
+                                   "0 = none (the run cannot be resumed)", None)
     seed: int = _help("seed of the delta's initialisation, data order and dropout", 0)
     device: str = _help("torch device", "cpu")
     progress: bool = _help("show a progress bar", True)
 
     def __post_init__(self):
-        _choice("task", self.task, LOSSES)
-        _choice("rule", self.rule, COMBINE_RULES)
-        _choice("data_format", self.data_format, FORMATS)
-        _choice("cache_dtype", self.cache_dtype, DTYPES)
+        _choice("task", self.task, TASK_NAMES)
+        _choice("rule", self.rule, RULE_CHOICES)
+        _choice("data_format", self.data_format, FORMAT_NAMES)
+        _choice("cache_dtype", self.cache_dtype, CACHE_DTYPE_NAMES)
+        _choice("dtype", self.dtype, TEMPLATE_DTYPE_NAMES)
         if self.delta_init not in (None, "template"):
             raise ValueError(f"TrainConfig.delta_init={self.delta_init!r}: use 'template' or None")
-        for name in ("delta_layers", "delta_d_model", "delta_heads", "epochs", "batch_size", "grad_accum",
-                     "max_length", "chunk_size"):
-            if getattr(self, name) < 1:
+        for name in ("delta_layers", "delta_d_model", "delta_heads", "epochs", "min_steps", "batch_size",
+                     "grad_accum", "max_length", "chunk_size", "limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be >= 1")
-        for name in ("eval_every", "save_every", "weight_decay", "max_grad_norm"):
-            if getattr(self, name) < 0:
+        for name in ("eval_every", "save_every", "weight_decay", "max_grad_norm", "cache_budget_gb"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be >= 0")
         if not self.lr > 0 or not self.npo_beta > 0:
             raise ValueError(f"TrainConfig.lr={self.lr} and npo_beta={self.npo_beta} must be > 0")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"TrainConfig.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
-        if self.task in NEEDS_RETAIN and not self.retain:
+        if self.task in ("grad_diff", "kl") and not self.retain:  # losses.NEEDS_RETAIN
             raise ValueError(f"task {self.task!r} needs a retain set: pass --retain FILE (or `retain:` in the config)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def steps_per_epoch(self, n_examples: int) -> int:
+        """Optimizer steps in one pass over `n_examples` (the last micro-batch and step may be short)."""
+        return math.ceil(math.ceil(n_examples / self.batch_size) / self.grad_accum)
+
+    def resolved(self, n_examples: int) -> "TrainConfig":
+        """This config with the auto values (epochs, save_every) filled in for a data set of `n_examples`."""
+        per_epoch = self.steps_per_epoch(n_examples)
+        epochs = self.epochs
+        if epochs is None:
+            epochs = max(1, math.ceil(self.min_steps / per_epoch)) if self.task == "sft" else UNLEARN_EPOCHS
+        save_every = self.save_every if self.save_every is not None else max(1, epochs * per_epoch // 10)
+        return dataclasses.replace(self, epochs=epochs, save_every=save_every)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
@@ -102,6 +132,13 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{path}: unknown keys {unknown}; valid keys are {sorted(known)}")
         return cls(**{**raw, **overrides})
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key old → new` for every key of two resolved configs that differs, harmless keys excepted."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return [f"{k} {old.get(k, defaults.get(k))!r} → {new.get(k, defaults.get(k))!r}" for k in sorted({*old, *new})
+            if k not in HARMLESS_KEYS and old.get(k, defaults.get(k)) != new.get(k, defaults.get(k))]
 
 
 def _choice(name: str, value: str, allowed) -> None:

@@ -19,17 +19,23 @@ from typing import Callable
 import torch
 
 from crossmodel.io import atomic_write_bytes, atomic_write_json
-from crossmodel.train.checkpoint import load_checkpoint, save_checkpoint
+from crossmodel.train.checkpoint import check_resumable, load_checkpoint, read_state, save_checkpoint
 from crossmodel.train.chunked import Combined, combined_for_batch
 from crossmodel.train.config import TrainConfig
 from crossmodel.train.data import Batch, Encoded, collate
 from crossmodel.train.losses import get_loss
-from crossmodel.train.template_cache import TemplateCache
+from crossmodel.train.template_cache import TemplateCache, estimate_bytes
 
 CHECKPOINT_DIR = "checkpoint"
 CACHE_DIR = "template_cache"
 CURVE_PNG = "loss_curve.png"
 LOG_JSON = "train_log.json"
+GIB = 2 ** 30
+# The unlearning losses minimise −CE(forget): their loss is meant to go below zero.
+LOSS_NOTES = {"grad_ascent": "loss = −CE(forget): negative is expected",
+              "grad_diff": "loss = −CE(forget) + CE(retain): negative is expected",
+              "kl": "loss = −CE(forget) + KL(template‖combined) on retain: negative is expected"}
+Log = Callable[[str], None]
 
 
 @dataclass
@@ -74,11 +80,32 @@ class Side:
                                   chunk_size=cfg.chunk_size, use_checkpoint=grad)
 
 
+def size_text(n_bytes: float) -> str:
+    """`n_bytes` as MiB or GiB, for messages."""
+    return f"{n_bytes / GIB:.1f} GiB" if n_bytes >= GIB else f"{n_bytes / 2 ** 20:.1f} MiB"
+
+
+def _use_cache(template, sets: list[list[Encoded]], cfg: TrainConfig, out: Path, log: Log) -> bool:
+    """Whether to cache the template's rows: asked for, and the estimated size within `cfg.cache_budget_gb`."""
+    if not cfg.cache:
+        return False
+    rows = template.get_output_embeddings().weight.shape[0]
+    size = sum(estimate_bytes(s, rows, cfg.cache_dtype) for s in sets)
+    if size > cfg.cache_budget_gb * GIB:
+        log(f"template cache would take {size_text(size)} (> cache_budget_gb {cfg.cache_budget_gb:g}): "
+            "recomputing the template every step instead (raise --cache-budget-gb to cache)")
+        return False
+    log(f"template cache: {size_text(size)} in {out / CACHE_DIR} ({cfg.cache_dtype}; --no-cache to recompute)")
+    return True
+
+
 def _sides(template, data: list[Encoded], retain: list[Encoded] | None, cfg: TrainConfig, out: Path,
-           pad_id: int) -> tuple[Side, Side | None]:
+           pad_id: int, log: Log) -> tuple[Side, Side | None]:
+    cached = _use_cache(template, [data, retain or []], cfg, out, log)
+
     def side(name, encoded):
         cache = None
-        if cfg.cache:
+        if cached:
             cache = TemplateCache.build(template, encoded, out / CACHE_DIR / name, pad_id=pad_id,
                                         batch_size=cfg.batch_size, dtype=cfg.cache_dtype)
         return Side(name, encoded, pad_id, cache)
@@ -152,25 +179,45 @@ def _step_batches(step: int, per_epoch: int, n: int, n_retain: int, cfg: TrainCo
     return micro, [retain_batches[(k * cfg.grad_accum + j) % len(retain_batches)] for j in range(len(micro))]
 
 
+def _plan(cfg: TrainConfig, auto: list[str], n: int, log: Log) -> None:
+    """Say what the run will do: its (resolved) length, lr and checkpoints; and why its loss may go negative."""
+    per_epoch = cfg.steps_per_epoch(n)
+    note = f" ({', '.join(auto)}: auto)" if auto else ""
+    save = f"every {cfg.save_every} step(s)" if cfg.save_every else "none (not resumable)"
+    log(f"{cfg.task}: {n} examples, {cfg.epochs} epochs × {per_epoch} steps = {cfg.epochs * per_epoch} optimizer "
+        f"steps, lr {cfg.lr:g}, checkpoints {save}{note}")
+    if cfg.task in LOSS_NOTES:
+        log(LOSS_NOTES[cfg.task])
+
+
 def train(template: torch.nn.Module, delta: torch.nn.Module, data: list[Encoded], cfg: TrainConfig,
           out: str | Path, *, pad_id: int, retain: list[Encoded] | None = None, resume: bool = False,
-          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+          identity: dict[str, str] | None = None, on_step: Callable[[int, float], None] | None = None,
+          log: Log | None = None) -> TrainResult:
     """Train `delta` (in place) so that rule(template, delta) minimises `cfg.task` on `data` (and `retain`).
 
-    Writes `out/checkpoint/` every `cfg.save_every` steps, `out/template_cache/`, `out/loss_curve.png` and
-    `out/train_log.json`; `resume=True` continues from `out/checkpoint/`. `on_step(step, loss)` runs after
-    every optimizer step.
+    Auto settings (`epochs`, `save_every` unset) are resolved for `len(data)`. Writes `out/checkpoint/` every
+    `save_every` steps, `out/template_cache/`, `out/loss_curve.png` and `out/train_log.json`; `resume=True`
+    continues from `out/checkpoint/` after checking that the config (harmless keys aside) and `identity` (e.g.
+    data and template fingerprints, stored with every checkpoint) are the checkpoint's. `on_step(step, loss)` runs
+    after every optimizer step; `log` receives one-line notes (plan, cache size).
     """
     from tqdm.auto import tqdm
 
-    out = Path(out)
+    out, log, identity = Path(out), log or (lambda _: None), identity or {}
+    auto = [k for k in ("epochs", "save_every") if getattr(cfg, k) is None]
+    cfg = cfg.resolved(len(data))
     get_loss(cfg.task)  # fail early on an unknown task
+    meta = read_state(out / CHECKPOINT_DIR) if resume else None
+    if meta is not None:
+        check_resumable(out / CHECKPOINT_DIR, meta, cfg.to_dict(), identity)
     template.eval().requires_grad_(False)
     delta.train()
-    main, side_retain = _sides(template, data, retain, cfg, out, pad_id)
+    _plan(cfg, auto, len(data), log)
+    main, side_retain = _sides(template, data, retain, cfg, out, pad_id, log)
     sides = [s for s in (main, side_retain) if s is not None]
     optimizer = torch.optim.AdamW(delta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_epoch = math.ceil(math.ceil(len(data) / cfg.batch_size) / cfg.grad_accum)
+    per_epoch = cfg.steps_per_epoch(len(data))
     total = cfg.epochs * per_epoch
     schedule = partial(cosine_with_warmup, warmup=round(cfg.warmup_ratio * total), total=total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -179,6 +226,7 @@ def train(template: torch.nn.Module, delta: torch.nn.Module, data: list[Encoded]
     if resume:
         meta = load_checkpoint(out / CHECKPOINT_DIR, delta, optimizer, scheduler)
         step, result.history, result.evals = meta["step"], meta["history"], meta["evals"]
+        log(f"resumed from {out / CHECKPOINT_DIR} at step {step} of {total}")
     bar = tqdm(total=total, initial=step, disable=not cfg.progress, desc=f"train {cfg.task}", unit="step")
     while step < total:
         started = time.perf_counter()
@@ -192,13 +240,14 @@ def train(template: torch.nn.Module, delta: torch.nn.Module, data: list[Encoded]
             result.evals.append({"step": step, **evaluate(template, delta, sides, cfg)})
         if cfg.save_every and step % cfg.save_every == 0 and step < total:
             save_checkpoint(out / CHECKPOINT_DIR, delta, optimizer, scheduler, {
-                "step": step, "history": result.history, "evals": result.evals, "config": cfg.to_dict()})
+                "step": step, "total": total, "history": result.history, "evals": result.evals,
+                "config": cfg.to_dict(), "identity": identity})
         if on_step is not None:
             on_step(step, entry["loss"])
     bar.close()
     result.metrics = {"final_loss": result.history[-1]["loss"] if result.history else None, "steps": total,
                       **(result.evals[-1] if result.evals else {})}
     atomic_write_json(out / LOG_JSON, {"history": result.history, "evals": result.evals, "metrics": result.metrics,
-                                       "config": cfg.to_dict()})
+                                       "config": cfg.to_dict(), "auto": auto, "identity": identity})
     plot_loss_curve(result.history, result.evals, out / CURVE_PNG)
     return result

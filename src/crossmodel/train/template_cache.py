@@ -38,6 +38,16 @@ def template_digest(template: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def loss_position_count(encoded: list[Encoded]) -> int:
+    """Loss positions (rows a cache stores) of a data set: each example's labelled tokens after the first."""
+    return sum(sum(1 for y in e.labels[1:] if y != IGNORE_INDEX) for e in encoded)
+
+
+def estimate_bytes(encoded: list[Encoded], vocab_rows: int, dtype: str = "float16") -> int:
+    """Disk size of the cache of `encoded`: one row of `vocab_rows` values per loss position."""
+    return loss_position_count(encoded) * vocab_rows * DTYPES[dtype].itemsize
+
+
 def cache_key(template: torch.nn.Module, encoded: list[Encoded], dtype: str) -> str:
     """Identity of a cache: template weights, every example's ids and labels, and the storage dtype."""
     h = hashlib.sha256(f"{SCHEMA_VERSION}|{dtype}|{template_digest(template)}".encode())

@@ -1,0 +1,62 @@
+"""TrainConfig: auto epochs and checkpoints resolve from the data size as designed, the help texts name every
+registry choice, and `crossmodel train --help` shows every key with its help and default."""
+
+import dataclasses
+
+import pytest
+from typer.testing import CliRunner
+
+from crossmodel.cli import app
+from crossmodel.steer.combine import COMBINE_RULES
+from crossmodel.train.config import (CACHE_DTYPE_NAMES, FORMAT_NAMES, RULE_CHOICES, TASK_NAMES, UNLEARN_EPOCHS,
+                                     TrainConfig, config_changes)
+from crossmodel.train.data import FORMATS
+from crossmodel.train.losses import LOSSES, NEEDS_RETAIN, NPO_BETA
+from crossmodel.train.template_cache import DTYPES
+
+
+@pytest.mark.parametrize("n, batch, accum, epochs", [(12, 4, 1, 50), (30, 4, 1, 19), (40, 4, 1, 15), (30, 8, 2, 75),
+                                                     (600, 4, 1, 1), (400, 4, 1, 2), (1, 4, 1, 150)])
+def test_auto_epochs_reach_min_steps_in_whole_epochs(n, batch, accum, epochs):
+    cfg = TrainConfig(batch_size=batch, grad_accum=accum).resolved(n)
+    per_epoch = cfg.steps_per_epoch(n)
+    assert cfg.epochs == epochs
+    assert cfg.epochs * per_epoch >= 150 and (cfg.epochs - 1) * per_epoch < 150 or cfg.epochs == 1
+    assert cfg.save_every == max(1, cfg.epochs * per_epoch // 10)
+
+
+def test_auto_values_keep_explicit_settings_and_unlearning_runs_tofu_epochs():
+    assert TrainConfig(epochs=3, save_every=0).resolved(30) == TrainConfig(epochs=3, save_every=0)
+    assert TrainConfig(task="grad_diff", retain="r.json").resolved(10).epochs == UNLEARN_EPOCHS == 5
+    assert TrainConfig(min_steps=10).resolved(30).epochs == 2  # 8 steps per epoch
+    assert TrainConfig().lr == 2e-3 and TrainConfig().epochs is None
+
+
+def test_help_names_match_the_registries():
+    assert set(TASK_NAMES) == set(LOSSES) and set(RULE_CHOICES) == set(COMBINE_RULES)
+    assert set(FORMAT_NAMES) == set(FORMATS) and set(CACHE_DTYPE_NAMES) == set(DTYPES)
+    assert TrainConfig().npo_beta == NPO_BETA
+    for task in NEEDS_RETAIN:
+        with pytest.raises(ValueError, match="--retain"):
+            TrainConfig(task=task)
+
+
+def test_config_changes_name_keys_with_old_and_new_values_and_skip_harmless_keys():
+    old = TrainConfig(epochs=19, save_every=15).to_dict()
+    new = TrainConfig(epochs=5, lr=1e-3, save_every=1, progress=False, out="elsewhere").to_dict()
+    assert config_changes(old, new) == ["epochs 19 → 5", "lr 0.002 → 0.001"]
+    del old["dtype"]  # a checkpoint written before the key existed reads as the key's default
+    assert config_changes(old, TrainConfig(epochs=19).to_dict()) == []
+
+
+def test_train_help_shows_every_key_with_help_and_default():
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in text, flag
+        assert f.metadata["help"].split(";")[0][:40] in text, f.name
+    for shown in ("[default: (auto)]", "[default: (0.002)]", "[default: (150)]", "[default: (4)]", "--no-cache",
+                  "--overwrite", "--resume"):
+        assert shown in text, shown
