@@ -1,4 +1,5 @@
-"""Small shared I/O helpers: atomic writes, the cache root, and fetching files from package registries.
+"""Small shared I/O helpers: atomic writes, the cache root, reading user files (UTF-8, a cheap safetensors
+check) and fetching files from package registries.
 
 Every stage may import this module; it imports nothing from crossmodel but the version.
 """
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -49,18 +52,73 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def remove_stale_tmp(final: str | os.PathLike, *, all_: bool = False) -> list[Path]:
+    """Remove temporary siblings `.NAME.tmp-PID-XXXXXXXX.tmp` of `final` that a killed process left; return them.
+
+    A folder is stale when the process that made it (the PID in its name) is gone. `all_=True` also removes
+    temporaries without a PID (older crossmodel versions) and live ones: only for a caller that holds a lock
+    guaranteeing no one else is writing `final` (the zoo pull).
+    """
+    final = Path(final)
+    # mkdtemp's random part is 8 characters of [a-z0-9_]; without "tmp-PID-" it is an older crossmodel's
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.(?:tmp-(\d+)-)?[a-z0-9_]{{8}}\.tmp$")
+    removed = []
+    if not final.parent.is_dir():
+        return removed
+    for sibling in final.parent.iterdir():
+        found = pattern.match(sibling.name)
+        if found is None or not sibling.is_dir():
+            continue
+        if all_ or (found.group(1) is not None and not _pid_alive(int(found.group(1)))):
+            shutil.rmtree(sibling, ignore_errors=True)
+            removed.append(sibling)
+    return removed
+
+
 def atomic_dir(final: str | os.PathLike) -> Path:
-    """A fresh temporary sibling folder of `final`; fill it, then call `commit_dir(tmp, final)`."""
+    """A fresh temporary sibling folder of `final`; fill it, then call `commit_dir(tmp, final)`.
+
+    Its name carries this process's id, so the next call cleans it up if the process was killed.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    remove_stale_tmp(final)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-{os.getpid()}-", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp creates 0700; the committed folder gets ordinary permissions
     return tmp
 
 
+def share_tree(root: str | os.PathLike) -> None:
+    """Give every folder and file under `root` the permissions the umask allows (0777 / 0666 & ~umask).
+
+    Writers such as transformers' `save_pretrained` go through private temporary files (mode 0600) and keep
+    that mode; the files of a committed artefact should be as readable as any file the user creates.
+    """
+    root = Path(root)
+    os.chmod(root, 0o777 & ~_UMASK)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), 0o777 & ~_UMASK)
+        for name in files:
+            path = os.path.join(folder, name)
+            executable = os.stat(path).st_mode & 0o111
+            os.chmod(path, (0o777 if executable else 0o666) & ~_UMASK)
+
+
 def commit_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
-    """Move a filled temporary folder into place, replacing any previous `final`."""
+    """Move a filled temporary folder into place (its files made ordinarily readable), replacing any `final`."""
     final = Path(final)
+    share_tree(tmp)
     if final.exists():
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -69,6 +127,50 @@ def commit_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """The text of a UTF-8 file (a leading byte-order mark is dropped); ValueError naming the file otherwise."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        fixed = f"{path.stem}.utf8{path.suffix}"
+        raise ValueError(f"{what} {path} is not UTF-8 (byte 0x{data[err.start]:02x} on line {line}); re-save it "
+                         f"as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > {fixed}`") from None
+
+
+def check_safetensors(path: str | os.PathLike, fix: str) -> None:
+    """Raise OSError naming `path` and `fix` unless its header parses and its size is what the header says.
+
+    Reads only the header (a few KB), so it is cheap for any file size; it catches truncated and garbled files
+    that safetensors would otherwise report without naming the file.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    problem = None
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            problem = f"only {size} bytes"
+        else:
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                problem = f"{size} bytes, shorter than its own header"
+            else:
+                try:
+                    header = json.loads(f.read(n))
+                    end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"),
+                              default=0)
+                except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+                    problem = "its header is not valid safetensors JSON"
+                else:
+                    if size != 8 + n + end:
+                        problem = f"{size} bytes, its header describes {8 + n + end}"
+    if problem:
+        raise OSError(f"{path} is truncated or corrupt ({problem}); {fix}")
 
 
 def pip_download(requirement: str, dest: str | os.PathLike, *, source: bool = False) -> Path:

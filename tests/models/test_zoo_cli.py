@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from typer.testing import CliRunner
 
 from crossmodel.cli import app
@@ -50,7 +52,8 @@ def test_zoo_path_prints_the_directory_alone_on_the_last_line(tmp_path, monkeypa
     monkeypatch.setenv("CROSSMODEL_HOME", str(tmp_path))
     folder = tmp_path / "zoo" / "gemma-3-270m"
     folder.mkdir(parents=True)
-    (folder / "zoo.json").write_text('{"files": {}}')  # a finished pull (nothing to fetch in this test)
+    manifest = {"files": {}, "gguf_sha256": ZOO["gemma-3-270m"].gguf_sha256}
+    (folder / "zoo.json").write_text(json.dumps(manifest))  # a finished pull (nothing to fetch in this test)
     result = runner.invoke(app, ["zoo", "path", "gemma-3-270m"])
     assert result.exit_code == 0 and result.stdout.splitlines()[-1] == str(folder)
     listing = runner.invoke(app, ["zoo", "list"]).output

@@ -90,7 +90,7 @@ def test_missing_file_unknown_format_and_broken_files(tmp_path):
     with pytest.raises(ValueError, match="unknown tokenizer format"):
         load_vocabulary(tmp_path / "weights.bin")
     (tmp_path / "tokenizer.json").write_text("{not json")
-    with pytest.raises(ValueError, match="not a readable tokenizer.json"):
+    with pytest.raises(ValueError, match="tokenizer.json is not valid JSON"):
         load_vocabulary(tmp_path / "tokenizer.json")
     (tmp_path / "bad.model").write_bytes(b"not a protobuf")
     with pytest.raises(ValueError, match="SentencePiece"):

@@ -10,23 +10,49 @@ import typer
 from crossmodel.cli.app import command
 
 
+def _jsonl_prompt(line: str, where: str) -> str:
+    try:
+        prompt = json.loads(line)["prompt"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{where}: each line must be a JSON object with a 'prompt' key ({err})") from None
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"{where}: 'prompt' must be non-empty text, got {prompt!r}")
+    return prompt
+
+
 def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
     """--prompt, or --prompts-file: one prompt per line (.txt) or {"prompt": ...} per line (.jsonl)."""
+    from crossmodel.io import read_text
+
     if (prompt is None) == (prompts_file is None):
         raise ValueError("give exactly one of --prompt TEXT or --prompts-file FILE")
     if prompt is not None:
+        if not prompt:
+            raise ValueError("--prompt is empty; give some text for the model to continue")
         return [prompt]
     if not prompts_file.is_file():
         raise FileNotFoundError(f"--prompts-file {prompts_file} not found")
-    lines = [line for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if prompts_file.suffix == ".jsonl":
-        try:
-            return [json.loads(line)["prompt"] for line in lines]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{prompts_file}: each line must be a JSON object with a 'prompt' key ({err})") from None
+    lines = [(n, line) for n, line in enumerate(read_text(prompts_file, "--prompts-file").splitlines(), 1)
+             if line.strip()]
     if not lines:
         raise ValueError(f"--prompts-file {prompts_file} holds no prompts")
-    return lines
+    if prompts_file.suffix == ".jsonl":
+        return [_jsonl_prompt(line, f"{prompts_file}:{n}") for n, line in lines]
+    return [line for _, line in lines]
+
+
+def decoding(sample: bool, temperature: float | None, top_k: int | None, top_p: float | None,
+             alphas: list[float]) -> tuple[bool, float]:
+    """(do_sample, temperature) from the flags, all checked before any model loads; greedy unless --sample or
+    --temperature > 0 asks for sampling."""
+    from crossmodel.steer.delta import check_alpha
+    from crossmodel.steer.generate import token_picker
+
+    do_sample, temperature = (sample, 1.0) if temperature is None else (sample or temperature > 0, temperature)
+    token_picker(do_sample, temperature, top_k, top_p)  # raises on a bad setting
+    for alpha in alphas:
+        check_alpha(alpha, "--alpha")
+    return do_sample, temperature
 
 
 @command()
@@ -42,10 +68,11 @@ def generate(
     sync: str = typer.Option("incremental", help="cross-vocab sync: incremental (cached) | full (reference)"),
     chat: bool = typer.Option(False, help="wrap each prompt as a user turn with the chat template"),
     max_new_tokens: int = typer.Option(64, help="how many tokens to generate at most"),
-    sample: bool = typer.Option(False, help="sample instead of greedy (temperature 1 unless given)"),
-    temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples"),
-    top_k: int = typer.Option(None, help="sample from the k most likely tokens"),
-    top_p: float = typer.Option(None, help="nucleus sampling threshold"),
+    sample: bool = typer.Option(False, help="sample instead of greedy (at temperature 1 unless --temperature "
+                                            "is given; --sample --temperature 0 is refused)"),
+    temperature: float = typer.Option(None, help="> 0 samples at this temperature; 0 = greedy (the default)"),
+    top_k: int = typer.Option(None, help="sample from the k most likely tokens (>= 1)"),
+    top_p: float = typer.Option(None, help="nucleus sampling threshold, in (0, 1]"),
     stops: list[str] = typer.Option([], "--stop", help="stop string (repeatable); not included in the output"),
     batch_size: int = typer.Option(8, help="prompts generated together (left-padded batch)"),
     seed: int = typer.Option(0, help="sampling seed"),
@@ -55,10 +82,10 @@ def generate(
     from crossmodel.steer import delta_entries, steer
 
     prompts = read_prompts(prompt, prompts_file)
+    do_sample, temperature = decoding(sample, temperature, top_k, top_p, alphas)
     steered = steer(load_model(model), deltas=delta_entries(deltas, alphas, maps), rule=rule, fill=fill, sync=sync)
-    do_sample = sample or temperature > 0
     texts = [t for i in range(0, len(prompts), batch_size) for t in steered.generate(
-        prompts[i:i + batch_size], max_new_tokens, do_sample=do_sample, temperature=temperature or 1.0,
+        prompts[i:i + batch_size], max_new_tokens, do_sample=do_sample, temperature=temperature,
         top_k=top_k, top_p=top_p, stop=stops, chat=chat, seed=seed)]
     for i, text in enumerate(texts):
         typer.echo(text if len(texts) == 1 else f"=== {i}: {prompts[i][:60]!r}\n{text}")

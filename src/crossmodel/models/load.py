@@ -1,11 +1,13 @@
 """Load an LLM and its tokenizer from a zoo name, a local HF directory, a GGUF file or a hub id.
 
 Every loaded tokenizer is fingerprinted with `crossmodel.vocab` (sha256 of its id -> token list and special
-tokens), so artefacts built against one tokenizer can check that they meet the same one again.
+tokens), so artefacts built against one tokenizer can check that they meet the same one again. A damaged
+directory (truncated weights, a missing or broken tokenizer file) gets one error naming the file and the repair.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -13,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from crossmodel.io import check_safetensors
 from crossmodel.models import gguf as gguf_io
-from crossmodel.models.fetch import pull
+from crossmodel.models.fetch import MANIFEST, pull
 from crossmodel.models.zoo import ZOO
 from crossmodel.vocab import load_vocabulary
 
@@ -77,12 +81,57 @@ def _from_hub(loader: type, repo_id: str, **kwargs: Any) -> Any:
                       f"`crossmodel zoo pull NAME`), a local HF directory or a .gguf file.") from err
 
 
+def repair_hint(directory: Path) -> str:
+    """What to do about a damaged model directory: re-pull a zoo model, re-save anything else."""
+    try:
+        name = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "download the model again or re-save it with save_pretrained"
+    return f"re-pull it with `crossmodel zoo pull {name} --force`"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def load_hf_tokenizer(directory: str | Path, fix: str | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer of an HF directory; a missing or damaged tokenizer file is one ValueError naming it."""
+    directory = Path(directory)
+    fix = fix or repair_hint(directory)
+    try:
+        return AutoTokenizer.from_pretrained(directory)
+    except Exception as err:  # transformers and tokenizers raise many types (even bare Exception) for bad files
+        files = [f for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json") if (directory / f).is_file()]
+        if not {"tokenizer.json", "tokenizer.model"} & set(files):
+            raise ValueError(f"{directory} holds no tokenizer (neither tokenizer.json nor tokenizer.model); "
+                             f"{fix}") from err
+        raise ValueError(f"the tokenizer files in {directory} ({', '.join(files)}) are damaged or unreadable "
+                         f"({_first_line(err)}); {fix}") from err
+
+
+def load_hf_model(directory: str | Path, *, dtype: torch.dtype = torch.float32, fix: str | None = None
+                  ) -> PreTrainedModel:
+    """The causal LM of an HF directory; truncated weights or a broken config give one error naming the file.
+
+    Every `*.safetensors` header is checked against its file size first (a few KB read per file).
+    """
+    directory = Path(directory)
+    fix = fix or repair_hint(directory)
+    for weights in sorted(directory.glob("*.safetensors")):
+        check_safetensors(weights, fix)
+    try:
+        return AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
+        raise OSError(f"could not load the model in {directory} ({_first_line(err)}); {fix}") from err
+
+
 def _tokenizer_at(source: Source, where: str | Path) -> PreTrainedTokenizerBase:
     if source is Source.GGUF:
         return AutoTokenizer.from_pretrained(Path(where).parent, gguf_file=Path(where).name)
     if source is Source.HUB:
         return _from_hub(AutoTokenizer, str(where))
-    return AutoTokenizer.from_pretrained(where)
+    return load_hf_tokenizer(where)
 
 
 def load_tokenizer(spec: str | Path) -> tuple[PreTrainedTokenizerBase, str]:
@@ -115,7 +164,7 @@ def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32, device: 
         model = _from_hub(AutoModelForCausalLM, str(where), dtype=dtype)
         tokenizer = _tokenizer_at(source, where)
     else:
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+        model = load_hf_model(where, dtype=dtype)
         tokenizer = _tokenizer_at(source, where)
     model = model.to(device).eval()
     path = None if source is Source.HUB else Path(where)

@@ -11,21 +11,36 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from crossmodel import __version__
-from crossmodel.io import atomic_dir, atomic_write_json, commit_dir
+from crossmodel.io import atomic_dir, atomic_write_json, commit_dir, read_text
+from crossmodel.models.load import load_hf_model, load_hf_tokenizer
 from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.mapped_vocab import MAP_DIR, factor_vocabulary, logits_rows, mapped_token_map
 
 CONFIG_NAME = "crossmodel.json"
 SCHEMA_VERSION = 1
+MAX_ALPHA = 100.0  # the paper steers with alpha ~ 1; far beyond 10 the delta's logits drown the model's
+DEFAULT_MAX_POSITIONS = 2048  # a new delta's context when its template's is unknown (a bare tokenizer)
+REPAIR = "the delta directory is damaged: restore it from a copy or train it again (`crossmodel train`)"
+
+
+def check_alpha(alpha: float, who: str = "alpha") -> float:
+    """`alpha` as a float when it is finite and |alpha| <= MAX_ALPHA; ValueError naming `who` otherwise."""
+    alpha = float(alpha)
+    if not math.isfinite(alpha) or abs(alpha) > MAX_ALPHA:
+        raise ValueError(f"{who}={alpha} is out of range: alpha must be a finite number with |alpha| <= "
+                         f"{MAX_ALPHA:g} (0 = the user model alone, 1 = as trained; far larger values drown the "
+                         "user model's logits and the text degenerates)")
+    return alpha
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ class DeltaConfig:
         if self.rule not in COMBINE_RULES:
             raise ValueError(f"DeltaConfig.rule={self.rule!r} is not a combination rule; "
                              f"choose one of {sorted(COMBINE_RULES)}")
+        check_alpha(self.alpha, "DeltaConfig.alpha")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,6 +90,13 @@ def vocab_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     from crossmodel.vocab import load_vocabulary
 
     return load_vocabulary(tokenizer).fingerprint
+
+
+def _context_of(model: Any) -> int | None:
+    """The template's context length (max_position_embeddings), or None when it does not say."""
+    config = getattr(model, "config", None)
+    value = getattr(getattr(config, "get_text_config", lambda: config)(), "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _resolve_template(vocabulary_of: Any) -> tuple[Any, PreTrainedTokenizerBase, str, int]:
@@ -128,12 +151,14 @@ class DeltaModel:
 
     @classmethod
     def create(cls, vocabulary_of: Any, layers: int = 4, d_model: int = 256, heads: int = 4,
-               kv_heads: int | None = None, d_ff: int | None = None, max_positions: int = 2048,
+               kv_heads: int | None = None, d_ff: int | None = None, max_positions: int | None = None,
                tie_embeddings: bool = True, init_from: Any = None, rule: str = "basenormalize",
                alpha: float = 1.0, seed: int = 0, dtype: torch.dtype = torch.float32) -> DeltaModel:
         """A fresh Llama-style delta in the vocabulary of `vocabulary_of` (LoadedModel, tokenizer or spec).
 
         The vocabulary size is the template's logits width, so delta and template logits line up row for row.
+        `max_positions` (the delta's context) defaults to the template's own, or DEFAULT_MAX_POSITIONS when only
+        a tokenizer is given; it is recorded in crossmodel.json (`architecture.max_positions`).
         `init_from` = "template" (or a LoadedModel / HF model) initialises the input embeddings from a
         low-rank PCA projection of that model's input embedding matrix instead of at random.
         """
@@ -143,6 +168,10 @@ class DeltaModel:
         if d_model % heads:
             raise ValueError(f"d_model={d_model} must be divisible by heads={heads}")
         template, tokenizer, template_name, rows = _resolve_template(vocabulary_of)
+        if max_positions is None:
+            max_positions = _context_of(template) or DEFAULT_MAX_POSITIONS
+        if max_positions < 1:
+            raise ValueError(f"max_positions={max_positions} must be >= 1")
         hf_config = LlamaConfig(
             vocab_size=rows, hidden_size=d_model, num_hidden_layers=layers, num_attention_heads=heads,
             num_key_value_heads=kv_heads or heads, intermediate_size=d_ff or 4 * d_model,
@@ -204,12 +233,12 @@ class DeltaModel:
             raise FileNotFoundError(f"{path} not found: {directory} is not a crossmodel delta directory "
                                     "(create one with `crossmodel train` or DeltaModel.create(...).save(dir))")
         try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(read_text(path))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); the delta directory is damaged") from None
+            raise ValueError(f"{path} is not valid JSON ({err}); {REPAIR}") from None
         config = DeltaConfig.from_dict(raw, source=str(path))
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = load_hf_model(directory, dtype=dtype, fix=REPAIR).to(device).eval()
+        tokenizer = load_hf_tokenizer(directory, fix=REPAIR)
         if config.architecture.get("layout") == "factored":
             model = _factored(model, directory, config.vocab_fingerprint)
         if check and config.vocab_fingerprint:

@@ -7,6 +7,7 @@ logits warpers + multinomial), append, then let every delta feed catch up (sync.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -16,7 +17,7 @@ from transformers.generation.logits_process import (LogitsProcessorList, Tempera
                                                     TopPLogitsWarper)
 
 from crossmodel.steer.combine import combine, get_rule, normalize
-from crossmodel.steer.sync import FullReencodeFeed, ReencodeFeed, TokenFeed, position_ids
+from crossmodel.steer.sync import FullReencodeFeed, ReencodeFeed, TokenFeed, forward_step, position_ids
 
 Picker = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 FEEDS = {"same": TokenFeed, "incremental": ReencodeFeed, "full": FullReencodeFeed}
@@ -72,15 +73,21 @@ def combine_all(user_logits: torch.Tensor, delta_logits: list[torch.Tensor], alp
 
 def token_picker(do_sample: bool, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  seed: int = 0, device: Any = "cpu") -> Picker:
-    """pick(ids (B, T), z (B, V)) -> next tokens (B,): argmax, or sampling through transformers' warpers."""
-    if not do_sample:
-        return lambda ids, z: z.argmax(dim=-1)
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature} must be > 0 when sampling (use greedy for 0)")
+    """pick(ids (B, T), z (B, V)) -> next tokens (B,): argmax, or sampling through transformers' warpers.
+
+    The settings are checked even for greedy decoding, so a mistyped value is never silently ignored.
+    """
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature={temperature} must be a finite number >= 0 (0 = greedy)")
+    if do_sample and temperature == 0:
+        raise ValueError("temperature=0 cannot be sampled from: give a temperature > 0 (e.g. 0.7) to sample, "
+                         "or decode greedily (no --sample / do_sample=False)")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k={top_k} must be >= 1 (or None for no limit)")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p} must be in (0, 1] (or None for no limit)")
+    if not do_sample:
+        return lambda ids, z: z.argmax(dim=-1)
     warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
     if top_k:
         warpers.append(TopKLogitsWarper(top_k))
@@ -110,8 +117,7 @@ def steered_tokens(user_model: Any, slots: list[DeltaSlot], input_ids: torch.Ten
     device = input_ids.device
     feeds = [slot.new_feed(add_special_tokens) for slot in slots]
     cache, mask = DynamicCache(config=user_model.config), attention_mask
-    out = user_model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask),
-                     past_key_values=cache, use_cache=True, logits_to_keep=1)  # as generate's prefill does
+    out = forward_step(user_model, input_ids, mask, position_ids(mask), cache)  # as generate's prefill does
     delta_logits = [feed.start(input_ids, mask, prompts) for feed, prompts in zip(feeds, delta_prompts)]
     alphas = [slot.alpha for slot in slots]
     reencoding = any(slot.sync != "same" for slot in slots)
@@ -134,6 +140,5 @@ def steered_tokens(user_model: Any, slots: list[DeltaSlot], input_ids: torch.Ten
         if bool(done.all()):
             return
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-        out = user_model(input_ids=token[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = forward_step(user_model, token[:, None], mask, mask.sum(-1, keepdim=True) - 1, cache)
         delta_logits = [feed.step(token, texts) for feed in feeds]

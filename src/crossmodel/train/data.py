@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from crossmodel.io import read_text
 from crossmodel.train.templates import IGNORE_INDEX, encode_pair, idk_answer
 
 FORMATS = ("tofu", "alpaca", "chat")
@@ -52,8 +53,8 @@ class Batch:
 
 
 def _records(path: Path) -> list[tuple[int, object]]:
-    """(line, record) for a JSON array or JSON-lines file; line numbers are 1-based."""
-    text = path.read_text(encoding="utf-8")
+    """(line, record) for a JSON array or JSON-lines file (UTF-8, a BOM allowed); line numbers are 1-based."""
+    text = read_text(path, "data file")
     decoder, records = json.JSONDecoder(), []
     stripped = text.lstrip()
     pos = len(text) - len(stripped)
@@ -129,7 +130,8 @@ def load_examples(path: str | Path, format: str = "tofu") -> list[Example]:
             raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
         examples.append(PARSERS[format](rec, where))
     if not examples:
-        raise ValueError(f"{path} holds no records")
+        raise ValueError(f"{path} holds no records: give one JSON object per line (JSON lines) or a JSON array "
+                         f"of objects in the {format!r} format")
     return examples
 
 

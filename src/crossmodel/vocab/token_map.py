@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossmodel.io import atomic_dir, atomic_write_json, commit_dir
+from crossmodel.io import atomic_dir, atomic_write_json, check_safetensors, commit_dir, read_text
 from crossmodel.vocab.vocabulary import Vocabulary, load_vocabulary
 
 SCHEMA_VERSION = 1
@@ -41,6 +41,15 @@ def _fit_rows(array: np.ndarray, rows: int, pad: int) -> np.ndarray:
     if len(array) >= rows:
         return array[:rows]
     return np.concatenate([array, np.full(rows - len(array), pad, dtype=array.dtype)])
+
+
+def _check_rows(vocab: Vocabulary, rows: int | None, side: str) -> None:
+    """A logits width below the tokenizer's base vocabulary cannot belong to a model using it (added tokens may
+    lie beyond it: Gemma-3's model has 262,144 rows for a tokenizer of 262,145 tokens)."""
+    if rows is not None and rows < vocab.base_size:
+        raise ValueError(f"{side}_rows={rows} is fewer than the {vocab.base_size} base tokens of the {side} tokenizer "
+                         f"({vocab.source or 'given'}); pass the {side} model's logits width (its config vocab_size, "
+                         f"or --{side}-rows left out for the tokenizer size)")
 
 
 @dataclass
@@ -100,8 +109,10 @@ class TokenMap:
 
         if mode not in MAPPERS:
             raise ValueError(f"unknown map mode {mode!r}; choose one of {sorted(MAPPERS)}")
-        return MAPPERS[mode](load_vocabulary(user), load_vocabulary(delta), user_rows=user_rows,
-                             delta_rows=delta_rows, **options)
+        user, delta = load_vocabulary(user), load_vocabulary(delta)
+        _check_rows(user, user_rows, "user")
+        _check_rows(delta, delta_rows, "delta")
+        return MAPPERS[mode](user, delta, user_rows=user_rows, delta_rows=delta_rows, **options)
 
     @classmethod
     def identity(cls, vocab: Any, rows: int | None = None, delta_rows: int | None = None) -> TokenMap:
@@ -252,13 +263,20 @@ class TokenMap:
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"{directory / name} not found: not a token map directory (build one with "
                                         "`crossmodel map --user ... --delta ... --out DIR`)")
-        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        rebuild = "the token map is damaged: build it again with `crossmodel map`"
+        try:
+            meta = json.loads(read_text(directory / META_FILE))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{directory / META_FILE} is not valid JSON ({err}); {rebuild}") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{directory / META_FILE} is not a JSON object; {rebuild}")
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"{directory / META_FILE}: schema_version {meta.get('schema_version')!r} is not "
                              f"{SCHEMA_VERSION}; rebuild the map with this crossmodel version (`crossmodel map`)")
         unknown = sorted(set(meta) - _META_KEYS)
         if unknown:
             warnings.warn(f"{directory / META_FILE}: ignoring unknown keys {unknown}", stacklevel=2)
+        check_safetensors(directory / TENSORS_FILE, rebuild)
         tensors = load_file(str(directory / TENSORS_FILE))
         if "ids" not in tensors or tensors["ids"].shape != (meta["user_rows"],):
             raise ValueError(f"{directory / TENSORS_FILE}: 'ids' missing or not of shape [user_rows="

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossmodel.io import read_text
+
 ROLES = ("bos", "eos", "pad", "unk")
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -125,6 +127,15 @@ def _content(value: Any) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
+def _json_file(path: Path, fix: str) -> Any:
+    """The parsed JSON of `path`; ValueError naming the file, the line and `fix` when it is not valid JSON."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}: "
+                         f"truncated or damaged?); {fix}") from None
+
+
 def _roles_from_config(folder: Path, index: dict[str, int]) -> dict[str, int | None]:
     """Special-token roles declared in tokenizer_config.json / special_tokens_map.json next to a tokenizer.json."""
     roles: dict[str, int | None] = {}
@@ -132,7 +143,9 @@ def _roles_from_config(folder: Path, index: dict[str, int]) -> dict[str, int | N
         path = folder / name
         if not path.is_file():
             continue
-        cfg = json.loads(path.read_text(encoding="utf-8"))
+        cfg = _json_file(path, "restore the tokenizer files or delete this one")
+        if not isinstance(cfg, dict):
+            continue
         for role in ROLES:
             content = _content(cfg.get(f"{role}_token"))
             if isinstance(content, str) and content in index:
@@ -158,9 +171,12 @@ def _roles_from_spec(spec: dict, index: dict[str, int]) -> dict[str, int | None]
 
 
 def _read_tokenizer_json(path: Path) -> Vocabulary:
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    model = spec.get("model") or {}
-    vocab = model.get("vocab") or {}
+    spec = _json_file(path, "download the tokenizer again or re-save it with save_pretrained")
+    model = spec.get("model") if isinstance(spec, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if not vocab or not isinstance(vocab, (dict, list)):
+        raise ValueError(f"{path} holds no vocabulary (no model.vocab): it is not a tokenizer.json; give a "
+                         "tokenizer.json, a SentencePiece .model, a GGUF file or an HF model directory")
     pairs = [(p[0], i) for i, p in enumerate(vocab)] if isinstance(vocab, list) else list(vocab.items())
     base_size = len(pairs)
     added = {int(a["id"]): a["content"] for a in spec.get("added_tokens") or []}
@@ -299,8 +315,8 @@ def _sniff_file(path: Path) -> Vocabulary:
     if head[:1] in (b"{", b"[") or path.suffix == ".json":
         try:
             return _read_tokenizer_json(path)
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as err:
-            raise ValueError(f"{path} is not a readable tokenizer.json ({err})") from err
+        except (AttributeError, TypeError, KeyError, IndexError) as err:  # JSON, but not shaped like a tokenizer
+            raise ValueError(f"{path} is not a readable tokenizer.json ({type(err).__name__}: {err})") from err
     if path.suffix.startswith(".model") or ".model" in path.name:
         return _read_sentencepiece(path)
     raise ValueError(f"unknown tokenizer format: {path} (expected a tokenizer.json, a SentencePiece .model, "
