@@ -17,6 +17,8 @@ position ids and the 2-D attention mask handle.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import torch
@@ -62,12 +64,19 @@ def _pad_id(tokenizer: Any) -> int:
     return 0
 
 
+@functools.cache
+def _cache_kwarg(model_class: type) -> str:
+    """transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and goes in 5.40)."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
-def _forward(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None,
-             last_only: bool = True):
+def forward_step(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any = None,
+                 last_only: bool = True):
+    """One forward of `ids` after what `cache` holds (no cache: the whole sequence), as `generate` calls it."""
     # last_only: the lm head runs on the last position only (with Gemma's 262k rows that is most of a prefill)
-    return model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                 use_cache=cache is not None, logits_to_keep=1 if last_only else 0)
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=cache is not None,
+                 logits_to_keep=1 if last_only else 0, **{_cache_kwarg(type(model)): cache})
 
 
 class TokenFeed:
@@ -83,13 +92,13 @@ class TokenFeed:
 
         self.cache = DynamicCache(config=self.model.config)
         self.mask = user_mask.to(self.model.device)
-        out = _forward(self.model, user_ids.to(self.model.device), self.mask, position_ids(self.mask), self.cache)
+        out = forward_step(self.model, user_ids.to(self.model.device), self.mask, position_ids(self.mask), self.cache)
         return out.logits[:, -1].float()  # (B, V_delta)
 
     def step(self, new_tokens: torch.Tensor, texts: list[str]) -> torch.Tensor:
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=-1)
         positions = self.mask.sum(-1, keepdim=True) - 1  # (B, 1)
-        out = _forward(self.model, new_tokens.to(self.model.device)[:, None], self.mask, positions, self.cache)
+        out = forward_step(self.model, new_tokens.to(self.model.device)[:, None], self.mask, positions, self.cache)
         return out.logits[:, -1].float()
 
 
@@ -113,7 +122,7 @@ class FullReencodeFeed(_TextFeed):
     def _run(self, generated: list[str]) -> torch.Tensor:
         ids, mask = left_pad(self.encode(generated), self.pad_id, self.model.device)
         # as the reference does: the whole text through the model, logits at every position, keep the last
-        return _forward(self.model, ids, mask, position_ids(mask), last_only=False).logits[:, -1].float()
+        return forward_step(self.model, ids, mask, position_ids(mask), last_only=False).logits[:, -1].float()
 
     def start(self, user_ids: torch.Tensor, user_mask: torch.Tensor, prompt_texts: list[str]) -> torch.Tensor:
         self.prompts = list(prompt_texts)
@@ -133,7 +142,7 @@ class ReencodeFeed(_TextFeed):
         self.consumed = self.encode([""] * len(self.prompts))  # delta tokens each row has seen
         ids, self.slots = left_pad(self.consumed, self.pad_id, self.model.device)  # (B, S) each
         self.cache = DynamicCache(config=self.model.config)
-        self.last = _forward(self.model, ids, self.slots, position_ids(self.slots), self.cache).logits[:, -1].float()
+        self.last = forward_step(self.model, ids, self.slots, position_ids(self.slots), self.cache).logits[:, -1].float()
         return self.last
 
     def _keep_slots(self, row: int, tokens: int) -> int:
@@ -161,7 +170,7 @@ class ReencodeFeed(_TextFeed):
         ids, new_mask = left_pad(feeds, self.pad_id, self.model.device)  # (B, L)
         positions = (torch.tensor(kept, device=ids.device)[:, None] + new_mask.cumsum(-1) - 1).clamp_min(0)
         mask = torch.cat([self.slots, new_mask], dim=-1)  # (B, width + L)
-        logits = _forward(self.model, ids, mask, positions, self.cache).logits[:, -1].float()  # (B, V_delta)
+        logits = forward_step(self.model, ids, mask, positions, self.cache).logits[:, -1].float()  # (B, V_delta)
         idle = torch.tensor([not f for f in feeds], device=logits.device)  # rows that fed only padding
         self.last = torch.where(idle[:, None], self.last, logits)
         self.slots, self.consumed = mask, targets
