@@ -58,3 +58,18 @@ def test_zoo_path_prints_the_directory_alone_on_the_last_line(tmp_path, monkeypa
     assert result.exit_code == 0 and result.stdout.splitlines()[-1] == str(folder)
     listing = runner.invoke(app, ["zoo", "list"]).output
     assert any(line.count("gemma-3-270m") and "yes" in line for line in listing.splitlines())
+
+
+def test_zoo_list_says_damaged_for_a_truncated_pull(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSMODEL_HOME", str(tmp_path))
+    folder = tmp_path / "zoo" / "gemma-3-270m"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * 50)
+    manifest = {"files": {"model.safetensors": {"bytes": 100, "sha256": "0" * 64}},
+                "gguf_sha256": ZOO["gemma-3-270m"].gguf_sha256}
+    (folder / "zoo.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["zoo", "list"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if "gemma-3-270m" in line)
+    assert "damaged" in row and "yes" not in row
+    assert "crossmodel zoo pull gemma-3-270m --force" in result.output and "truncated" in result.output

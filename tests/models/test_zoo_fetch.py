@@ -11,6 +11,7 @@ import pytest
 import torch
 from .models_fixtures import make_wheel, sha256
 
+import crossmodel.io as io_mod
 import crossmodel.models.fetch as fetch_mod
 from crossmodel.models import ZOO, Part, ZooEntry, fetch_gguf, is_pulled, pull, verify_dir, zoo_dir
 
@@ -191,3 +192,21 @@ def test_load_model_pulls_a_zoo_name_on_first_use(fake, tiny_dir, monkeypatch):
     loaded = load_model("fake-model")
     assert loaded.path == zoo_dir("fake-model", home) and loaded.name == "fake-model"
     assert load_model("fake-model").fingerprint == loaded.fingerprint and converter.calls == 1
+
+
+def test_a_killed_pull_leaves_no_orphan_and_a_truncated_one_is_not_pulled(fake):
+    _, converter, home = fake
+    zoo = home / "zoo"
+    zoo.mkdir(parents=True)
+    orphans = [zoo / ".fake-model.k1ll3d00.tmp", zoo / ".fake-model.tmp-1234567-k1ll3d00.tmp"]  # old, new names
+    for folder in orphans:
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
+    path = pull("fake-model", home, progress=False)
+    assert not any(folder.exists() for folder in orphans)
+    assert (path / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~io_mod._UMASK
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-5])
+    assert not is_pulled("fake-model", home)
+    assert "truncated" in fetch_mod.pull_problem("fake-model", home)
+    assert fetch_mod.pull_problem("fake-model", home, torch.bfloat16) == "not pulled"
