@@ -286,7 +286,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     for r in results["models"]:
         name = slug(r["model"])
         variants = {label: r["variants"][v][part] for label, v, part in PLOT_BARS}
-        plot = plot_qa(variants, out / f"{name}.png")
+        plot = plot_qa(variants, out / f"{name}.png", title=f"{r['model']}: knowledge delta K, unlearning delta U")
         table = markdown_table({k.replace("\n", " "): {m: v[m] for m in ("rouge_l_recall", "nll")}
                                 for k, v in variants.items()}, False)
         lines += [f"## {r['model']}", "", "K = knowledge delta, U = unlearning delta; forget / retain = the facts of "
@@ -296,9 +296,19 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 
 
 # ---- the recipe -----------------------------------------------------------------------------------------------
+def _trained(metrics: dict[str, Any]) -> str:
+    """A delta's final training metrics as one short line (an unlearning run's data set is its forget set)."""
+    data = "forget" if "retain_nll" in metrics else "training-set"
+    parts = [f"{metrics['step']} steps", f"final loss {metrics['final_loss']:.3f}"]
+    parts += [f"{name.replace('data', data).replace('_nll', ' NLL')} {value:.3f}"
+              for name, value in sorted(metrics.items()) if name.endswith("_nll")]
+    return ", ".join(parts)
+
+
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo of `cfg` and return its results (also written to `cfg.out`/results.json with report.md)."""
     start, out = time.time(), Path(cfg.out)
+    stage = start
     out.mkdir(parents=True, exist_ok=True)
     facts = generate_facts(cfg.facts, cfg.seed)
     n_forget = 5 * cfg.forget  # five facts per author, in author order
@@ -310,14 +320,15 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     knowledge = train_delta(_train_config(cfg, out / "knowledge", data=str(paths[FACTS]), epochs=cfg.epochs,
                                            lr=cfg.lr),
                             template)
-    log(f"[2/4] knowledge delta trained: {knowledge.config.metrics} ({time.time() - start:.0f} s)")
+    log(f"[2/4] knowledge delta trained: {_trained(knowledge.config.metrics)} ({time.time() - stage:.0f} s)")
+    stage = time.time()
 
     steered_template = SimpleNamespace(model=SteeredTemplate(template.model, knowledge.model, cfg.alpha),
                                        tokenizer=template.tokenizer, name=f"{template.name}+knowledge")
     unlearn_cfg = _train_config(cfg, out / "unlearn", data=str(paths[FORGET]), retain=str(paths[RETAIN]),
                                 task="grad_diff", epochs=cfg.unlearn_epochs, lr=cfg.unlearn_lr)
     unlearn = train_delta(unlearn_cfg, steered_template)
-    log(f"[3/4] unlearning delta trained: {unlearn.config.metrics} ({time.time() - start:.0f} s)")
+    log(f"[3/4] unlearning delta trained: {_trained(unlearn.config.metrics)} ({time.time() - stage:.0f} s)")
 
     items = [QAItem(PLAIN_PROMPT.format(question=f["question"]), " " + f["answer"]) for f in facts]
     deltas = {"knowledge": knowledge, "unlearn": unlearn}
@@ -328,5 +339,5 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, A
     results = {"config": dataclasses.asdict(cfg), "facts": facts, "forget_records": n_forget, "models": models,
                "wall_s": time.time() - start}
     report = write_report(results, out)
-    log(f"[4/4] report written to {report} ({results['wall_s']:.0f} s)")
+    log(f"[4/4] report written to {report} (whole demo {results['wall_s']:.0f} s)")
     return results

@@ -100,16 +100,21 @@ def plot_tofu(variants: dict[str, dict], path: Path) -> Path:
     return path
 
 
-def plot_qa(variants: dict[str, dict], path: Path) -> Path:
-    """Bars of the answer NLL and (when generated) ROUGE-L recall per variant."""
+def plot_qa(variants: dict[str, dict], path: Path, title: str | None = None) -> Path:
+    """Bars of the answer NLL and (when generated) ROUGE-L recall per variant; `title` names the model."""
     keys = [k for k in ("nll", "rouge_l_recall", "rouge_l_f1") if all(k in v for v in variants.values())]
-    plt, (fig, axes) = _figure(1, len(keys), figsize=(3.4 * len(keys), 3.2), squeeze=False)
+    names = list(variants)
+    width = max(3.4, 0.75 * len(names) + 1.0)  # room for every variant's label side by side
+    plt, (fig, axes) = _figure(1, len(keys), figsize=(width * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        names = list(variants)
-        bars = ax.bar(names, [variants[n][key] for n in names], color=[f"C{i}" for i in range(len(names))])
-        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+        bars = ax.bar(range(len(names)), [variants[n][key] for n in names],
+                      color=[f"C{i}" for i in range(len(names))])
+        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
         ax.set_title({"nll": "answer NLL (lower is better)", "rouge_l_recall": "ROUGE-L recall",
                       "rouge_l_f1": "ROUGE-L F1"}[key], fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
     path = _save(fig, path)
     plt.close(fig)
     return path
