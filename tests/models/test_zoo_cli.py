@@ -29,7 +29,7 @@ def test_zoo_pull_unknown_name_lists_known_ones():
 
 def test_generate_prints_the_continuation(tiny_dir):
     result = runner.invoke(app, ["generate", "--model", str(tiny_dir), "--prompt", "The capital of",
-                                 "--max-new-tokens", "4"])
+                                 "--max-new-tokens", "4", "--no-chat"])
     assert result.exit_code == 0, result.output
     loaded = load_model(tiny_dir)
     expected = generate_text(loaded.model, loaded.tokenizer, "The capital of", max_new_tokens=4)
@@ -41,6 +41,8 @@ def test_generate_chat_on_a_base_model_uses_the_plain_format(tiny_base_dir):
     plain = runner.invoke(app, ["generate", "--model", str(tiny_base_dir), "--prompt", "Question: hi\nAnswer:",
                                 "--no-chat"])
     assert chat.exit_code == 0 and chat.output.splitlines()[-1] == plain.output.splitlines()[-1]
+    default = runner.invoke(app, ["generate", "--model", str(tiny_base_dir), "--prompt", "hi"])
+    assert default.output.splitlines()[-1] == chat.output.splitlines()[-1]  # --chat is the default, as in eval
 
 
 def test_generate_missing_model_path():

@@ -26,7 +26,7 @@ def dirs(tmp_path_factory, char_tok, bpe_tok):
 
 
 def _run(*args):
-    result = runner.invoke(app, ["generate", *map(str, args)])
+    result = runner.invoke(app, ["generate", "--no-chat", *map(str, args)])  # raw continuations of the prompts
     return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 

@@ -66,7 +66,9 @@ def generate(
     rule: str = typer.Option(None, help="basenormalize | normalize | add (default: the deltas' own)"),
     fill: float = typer.Option(0.0, help="logit for user tokens the map leaves unmapped (reference: 0)"),
     sync: str = typer.Option("incremental", help="cross-vocab sync: incremental (cached) | full (reference)"),
-    chat: bool = typer.Option(False, help="wrap each prompt as a user turn with the chat template"),
+    chat: bool = typer.Option(True, help="prompt as a user turn: the model's chat template, or the plain "
+                                         "'Question: …\\nAnswer:' format for a base model (BOS included); "
+                                         "--no-chat continues the raw text"),
     max_new_tokens: int = typer.Option(64, help="how many tokens to generate at most"),
     sample: bool = typer.Option(False, help="sample instead of greedy (at temperature 1 unless --temperature "
                                             "is given; --sample --temperature 0 is refused)"),
