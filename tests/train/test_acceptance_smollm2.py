@@ -1,59 +1,44 @@
-"""Acceptance (slow, real model): a <=15M-parameter delta trained with `sft` next to SmolLM2-135M-Instruct on 40
-generated fictitious-author QA pairs makes the *combined* model answer them (greedy ROUGE-L recall >= 0.8),
-starting from a combined model that answers like the vanilla template."""
+"""Acceptance (slow, real model): `crossmodel train --template smollm2-135m-instruct --data FACTS --task sft --out D`
+with the DEFAULT settings, on the 30 QA pairs of `crossmodel facts` (6 fictitious authors), gives a delta with which
+the steered template reproduces them (greedy ROUGE-L recall >= 0.8), and leaves the template unchanged."""
 
+import json
 import time
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from crossmodel.train import TrainConfig, generate_facts, run_training, write_facts
+from crossmodel.cli import app
 
 TEMPLATE = "smollm2-135m-instruct"
 
 
-def rouge_recall(prediction: str, reference: str) -> float:
-    try:
-        from crossmodel.eval import rouge_l_recall
-    except ImportError:  # the eval stage is optional here: LCS recall over lower-case words
-        p, r = prediction.lower().split(), reference.lower().split()
-        lcs = [[0] * (len(p) + 1) for _ in range(len(r) + 1)]
-        for i in range(len(r)):
-            for j in range(len(p)):
-                lcs[i + 1][j + 1] = lcs[i][j] + 1 if r[i] == p[j] else max(lcs[i][j + 1], lcs[i + 1][j])
-        return lcs[-1][-1] / max(len(r), 1)
-    return rouge_l_recall(prediction, reference)
-
-
-def mean_recall(loaded, deltas, questions, answers) -> float:
-    from crossmodel.steer import steer
-
-    outputs = steer(loaded, deltas=deltas).generate(questions, max_new_tokens=48, chat=True)
-    return sum(rouge_recall(o, a) for o, a in zip(outputs, answers)) / len(answers)
-
-
 @pytest.mark.slow
-def test_sft_delta_makes_smollm2_recite_fictitious_facts(tmp_path):
+def test_default_sft_makes_smollm2_recite_fictitious_facts(tmp_path):
+    from crossmodel.eval.metrics import rouge_l_recall
     from crossmodel.models import load_model
-    from crossmodel.steer import DeltaModel
+    from crossmodel.steer import DeltaModel, steer
 
-    torch.manual_seed(0)
-    loaded = load_model(TEMPLATE)
-    records = generate_facts(8, seed=0)
-    questions, answers = [r["question"] for r in records], [r["answer"] for r in records]
-    cfg = TrainConfig(template=TEMPLATE, data=str(write_facts(tmp_path / "facts.json", 8, 0)),
-                      out=str(tmp_path / "run"), delta_layers=2, delta_d_model=256, delta_heads=4, epochs=12,
-                      batch_size=4, lr=2e-3, warmup_ratio=0.05, save_every=0, progress=False)
-    fresh = DeltaModel.create(loaded, layers=2, d_model=256, heads=4, seed=cfg.seed)
-    assert sum(p.numel() for p in fresh.model.parameters()) <= 15_000_000
+    runner = CliRunner()
+    assert runner.invoke(app, ["facts", "--out", str(tmp_path)]).exit_code == 0
     started = time.perf_counter()
-    vanilla = mean_recall(loaded, [], questions[:10], answers[:10])
-    baseline = mean_recall(loaded, [(fresh, 1.0, None)], questions[:10], answers[:10])
+    result = runner.invoke(app, ["train", "--template", TEMPLATE, "--data", str(tmp_path / "facts.json"), "--task",
+                                 "sft", "--out", str(tmp_path / "run")])
+    trained_s = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "facts.json").read_text().splitlines()]
+    loaded = load_model(TEMPLATE)
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
-    delta_dir = run_training(cfg, template=loaded)
-    trained = mean_recall(loaded, [(DeltaModel.load(delta_dir), 1.0, None)], questions, answers)
-    print(f"\nROUGE-L recall: vanilla {vanilla:.3f} (10 prompts), combined at init {baseline:.3f} (10 prompts), "
-          f"after sft {trained:.3f} (40 prompts); {time.perf_counter() - started:.0f} s")
-    assert abs(baseline - vanilla) <= 0.1
-    assert trained >= 0.8
+    delta = DeltaModel.load(tmp_path / "run" / "delta")
+    outputs = steer(loaded, deltas=[(delta, 1.0, None)]).generate([r["question"] for r in records],
+                                                                  max_new_tokens=48, chat=True)
+    recall = sum(rouge_l_recall(o, r["answer"]) for o, r in zip(outputs, records)) / len(records)
+    log = json.loads((tmp_path / "run" / "train_log.json").read_text())
+    cfg, metrics = log["config"], log["metrics"]
+    print(f"\nROUGE-L recall {recall:.3f} on {len(records)} pairs; {cfg['epochs']} epochs, {metrics['steps']} steps, "
+          f"lr {cfg['lr']}, loss {log['history'][0]['loss']:.3f} → {metrics['final_loss']:.4f}; "
+          f"train {trained_s:.0f} s, total {time.perf_counter() - started:.0f} s")
+    assert recall >= 0.8
+    assert log["auto"] == ["epochs", "save_every"] and not (tmp_path / "run" / "checkpoint").exists()
     assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in before.items())

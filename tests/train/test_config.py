@@ -22,7 +22,7 @@ def test_auto_epochs_reach_min_steps_in_whole_epochs(n, batch, accum, epochs):
     per_epoch = cfg.steps_per_epoch(n)
     assert cfg.epochs == epochs
     assert cfg.epochs * per_epoch >= 150 and (cfg.epochs - 1) * per_epoch < 150 or cfg.epochs == 1
-    assert cfg.save_every == max(1, cfg.epochs * per_epoch // 10)
+    assert cfg.save_every == max(5, cfg.epochs * per_epoch // 10)
 
 
 def test_auto_values_keep_explicit_settings_and_unlearning_runs_tofu_epochs():

@@ -130,7 +130,7 @@ def test_auto_epochs_limit_and_notes_are_printed_and_recorded(tmp_path, template
     text = " ".join(result.output.split())
     assert "sft: 6 examples, 3 epochs × 2 steps = 6 optimizer steps, lr 0.002" in text and "epochs, save_every: auto" in text
     log = json.loads((out / "train_log.json").read_text())
-    assert log["config"]["epochs"] == 3 and log["config"]["save_every"] == 1 and log["auto"] == ["epochs", "save_every"]
+    assert log["config"]["epochs"] == 3 and log["config"]["save_every"] == 5 and log["auto"] == ["epochs", "save_every"]
     saved = json.loads((out / "delta" / "crossmodel.json").read_text())["data"]
     assert saved["examples"] == 6 and saved["train_config"]["epochs"] == 3 and len(saved["identity"]["data_sha256"]) == 64
     assert "template cache:" in text and "template cache kept in" in text

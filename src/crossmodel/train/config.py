@@ -21,6 +21,8 @@ RULE_NAMES, FORMAT_NAMES = ("basenormalize", "normalize", "add"), ("tofu", "alpa
 RULE_CHOICES = (*RULE_NAMES, "base-normalize")  # COMBINE_RULES also accepts the paper code's spelling
 TASK_NAMES = ("sft", "grad_ascent", "grad_diff", "kl", "idk", "npo")
 CACHE_DTYPE_NAMES, TEMPLATE_DTYPE_NAMES = ("float16", "bfloat16", "float32"), ("float32", "bfloat16")
+AUTO_SAVE_MIN = 5  # auto checkpoints: a tenth of the run, no more often than every 5 steps (~200 MB each
+# for the default delta at SmolLM2's vocabulary)
 UNLEARN_EPOCHS = 5  # TOFU (Maini et al. 2024, §4): every unlearning method runs 5 epochs
 # Keys that change neither the numbers a run computes nor which run it is: a resumed run may change them.
 HARMLESS_KEYS = frozenset({"progress", "save_every", "eval_every", "device", "out", "cache", "cache_dtype",
@@ -68,8 +70,8 @@ class TrainConfig:
     cache_budget_gb: float = _help("largest template cache to write (GiB); above it the run recomputes the "
                                    "template every step instead, and says so", 2.0)
     eval_every: int = _help("optimizer steps between evaluations (0 = at the end only)", 0)
-    save_every: int | None = _help("optimizer steps between checkpoints; unset = auto (a tenth of the run); "
-                                   "0 = none (the run cannot be resumed)", None)
+    save_every: int | None = _help("optimizer steps between checkpoints; unset = auto (a tenth of the run, at "
+                                   "least 5); 0 = none (the run cannot be resumed)", None)
     seed: int = _help("seed of the delta's initialisation, data order and dropout", 0)
     device: str = _help("torch device", "cpu")
     progress: bool = _help("show a progress bar", True)
@@ -109,7 +111,7 @@ class TrainConfig:
         epochs = self.epochs
         if epochs is None:
             epochs = max(1, math.ceil(self.min_steps / per_epoch)) if self.task == "sft" else UNLEARN_EPOCHS
-        save_every = self.save_every if self.save_every is not None else max(1, epochs * per_epoch // 10)
+        save_every = self.save_every if self.save_every is not None else max(AUTO_SAVE_MIN, epochs * per_epoch // 10)
         return dataclasses.replace(self, epochs=epochs, save_every=save_every)
 
     @classmethod
