@@ -1,0 +1,85 @@
+"""Every `crossmodel …` command shown in the README and docs/ names a real subcommand with real flags (fast), and
+the README's pipeline section runs end to end exactly as written on the real models (slow)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from crossmodel.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def command_lines(text: str) -> list[str]:
+    """Lines of code blocks (fenced, or indented by 4 spaces) that run `crossmodel` (or `.venv/bin/crossmodel`),
+    with continuation lines joined."""
+    lines, fenced = [], False
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if (fenced or line.startswith("    ")) and re.match(r"^(\.venv/bin/)?crossmodel\s", line.strip()):
+            lines.append(line.strip())
+    return lines
+
+
+def pipeline_block() -> list[str]:
+    """The bash block of the README's pipeline section, one command per line."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The pipeline, one command per stage", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def resolve(argv: list[str]):
+    """The (click) command an argv names, through sub-groups, and the remaining arguments."""
+    command = typer.main.get_command(app)
+    while hasattr(command, "commands") and argv and argv[0] in command.commands:
+        command, argv = command.commands[argv[0]], argv[1:]
+    return command, argv
+
+
+def documented() -> list[tuple[str, str]]:
+    return [(path.name, line) for path in DOCS for line in command_lines(path.read_text(encoding="utf-8"))]
+
+
+@pytest.mark.parametrize("where, line", documented(), ids=lambda v: v[:60] if isinstance(v, str) else v)
+def test_documented_command_uses_real_flags(where, line):
+    argv = shlex.split(line, comments=True)[1:]
+    command, rest = resolve(argv)
+    assert not hasattr(command, "commands"), f"{where}: `{line}` names no subcommand"
+    known = {"--help"} | {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    flags = [a.split("=", 1)[0] for a in rest if a.startswith("--")]
+    unknown = [f for f in flags if f not in known]
+    assert not unknown, f"{where}: `{line}` uses flags {unknown} that `{command.name}` does not have"
+
+
+def test_quick_start_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert f"```bash\n{ci}\n```" in readme
+
+
+def test_pipeline_block_is_found():
+    lines = pipeline_block()
+    assert len(lines) >= 8 and all(line.startswith("crossmodel ") for line in lines)
+
+
+@pytest.mark.slow
+def test_readme_pipeline_runs_as_written(tmp_path):
+    """Each line of the README pipeline, in order, in a fresh folder, with crossmodel on PATH: exit code 0."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for line in pipeline_block():
+        done = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"`{line}` failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert (tmp_path / "runs" / "sft-gemma" / "crossmodel.json").is_file()
+    assert (tmp_path / "reports" / "g" / "report.md").is_file()
