@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +27,7 @@ from crossmodel.eval.data import QAItem
 from crossmodel.eval.qa import run_qa, summarize_qa
 from crossmodel.eval.report import markdown_table, plot_qa
 from crossmodel.io import atomic_write_bytes, atomic_write_json
-from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT, load_model
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT, ZOO, is_pulled, load_model, pull
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.train import TrainConfig, generate_facts, run_training
 from crossmodel.vocab import MAPPERS, TokenMap
@@ -61,6 +62,7 @@ class DemoConfig:
     max_new_tokens: int = 32
     batch_size: int = 6
     seed: int = 0
+    parallel: int = field(default=2, metadata={"help": "user models evaluated at once (one CPU thread each)"})
 
     def __post_init__(self):
         if not self.models:
@@ -70,7 +72,8 @@ class DemoConfig:
                              "delta needs some authors to forget and some to keep")
         if self.map_mode not in MAPPERS:
             raise ValueError(f"DemoConfig.map_mode={self.map_mode!r}; choose one of {sorted(MAPPERS)}")
-        for name in ("epochs", "unlearn_epochs", "max_new_tokens", "batch_size", "delta_layers", "delta_d_model"):
+        for name in ("epochs", "unlearn_epochs", "max_new_tokens", "batch_size", "delta_layers", "delta_d_model",
+                     "parallel"):
             if getattr(self, name) < 1:
                 raise ValueError(f"DemoConfig.{name}={getattr(self, name)} must be >= 1")
         if not min(self.lr, self.unlearn_lr, self.alpha) > 0:
@@ -296,6 +299,17 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
 
 
 # ---- the recipe -----------------------------------------------------------------------------------------------
+def _needs_pull(spec: str) -> bool:
+    return spec in ZOO and not is_pulled(spec)
+
+
+def _pull_quietly(spec: str, log: Callable[[str], None]) -> None:
+    """Pull a zoo model without progress bars (they would cut through the training bar); say when it is done."""
+    start = time.time()
+    pull(spec, progress=False)
+    log(f"  {spec} pulled and converted in the background ({time.time() - start:.0f} s)")
+
+
 def _trained(metrics: dict[str, Any]) -> str:
     """A delta's final training metrics as one short line (an unlearning run's data set is its forget set)."""
     data = "forget" if "retain_nll" in metrics else "training-set"
@@ -305,39 +319,51 @@ def _trained(metrics: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def train_deltas(cfg: DemoConfig, template: Any, paths: dict[str, Path], out: Path,
+                 log: Callable[[str], None]) -> dict[str, DeltaModel]:
+    """The knowledge delta next to the template, then the unlearning delta next to template + knowledge delta."""
+    stage = time.time()
+    knowledge = train_delta(_train_config(cfg, out / "knowledge", data=str(paths[FACTS]), epochs=cfg.epochs,
+                                          lr=cfg.lr), template)
+    log(f"[2/5] knowledge delta trained: {_trained(knowledge.config.metrics)} ({time.time() - stage:.0f} s)")
+    stage = time.time()
+    steered_template = SimpleNamespace(model=SteeredTemplate(template.model, knowledge.model, cfg.alpha),
+                                       tokenizer=template.tokenizer, name=f"{template.name}+knowledge")
+    unlearn = train_delta(_train_config(cfg, out / "unlearn", data=str(paths[FORGET]), retain=str(paths[RETAIN]),
+                                        task="grad_diff", epochs=cfg.unlearn_epochs, lr=cfg.unlearn_lr),
+                          steered_template)
+    log(f"[3/5] unlearning delta trained: {_trained(unlearn.config.metrics)} ({time.time() - stage:.0f} s)")
+    return {"knowledge": knowledge, "unlearn": unlearn}
+
+
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo of `cfg` and return its results (also written to `cfg.out`/results.json with report.md)."""
     start, out = time.time(), Path(cfg.out)
-    stage = start
     out.mkdir(parents=True, exist_ok=True)
     facts = generate_facts(cfg.facts, cfg.seed)
     n_forget = 5 * cfg.forget  # five facts per author, in author order
     paths = write_data(facts, n_forget, out)
-    log(f"[1/4] {len(facts)} facts about {cfg.facts} fictitious authors written to {out}")
+    log(f"[1/5] {len(facts)} facts about {cfg.facts} fictitious authors written to {out}")
 
     template = load_model(cfg.template)
     template.tokenizer.chat_template = PLAIN_CHAT_TEMPLATE  # the training format (kept in crossmodel.json)
-    knowledge = train_delta(_train_config(cfg, out / "knowledge", data=str(paths[FACTS]), epochs=cfg.epochs,
-                                           lr=cfg.lr),
-                            template)
-    log(f"[2/4] knowledge delta trained: {_trained(knowledge.config.metrics)} ({time.time() - stage:.0f} s)")
+    with ThreadPoolExecutor(max_workers=1) as background:  # pull the other models while the deltas train
+        pulls = [background.submit(_pull_quietly, spec, log) for spec in cfg.models if _needs_pull(spec)]
+        deltas = train_deltas(cfg, template, paths, out, log)
+        for done in pulls:
+            done.result()
+
     stage = time.time()
-
-    steered_template = SimpleNamespace(model=SteeredTemplate(template.model, knowledge.model, cfg.alpha),
-                                       tokenizer=template.tokenizer, name=f"{template.name}+knowledge")
-    unlearn_cfg = _train_config(cfg, out / "unlearn", data=str(paths[FORGET]), retain=str(paths[RETAIN]),
-                                task="grad_diff", epochs=cfg.unlearn_epochs, lr=cfg.unlearn_lr)
-    unlearn = train_delta(unlearn_cfg, steered_template)
-    log(f"[3/4] unlearning delta trained: {_trained(unlearn.config.metrics)} ({time.time() - stage:.0f} s)")
-
     items = [QAItem(PLAIN_PROMPT.format(question=f["question"]), " " + f["answer"]) for f in facts]
-    deltas = {"knowledge": knowledge, "unlearn": unlearn}
-    models = []
     evals = out / "eval" / _eval_key(cfg, deltas)  # finished evaluations are reused only for the same deltas
-    for spec in cfg.models:
-        models.append(evaluate_model(spec, deltas, items, n_forget, cfg, evals / slug(spec), log))
+    log(f"[4/5] evaluating {len(cfg.models)} models on {len(items)} facts, {min(cfg.parallel, len(cfg.models))} "
+        "at a time")
+    with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:  # torch ops release the GIL: one core per model
+        models = list(pool.map(lambda spec: evaluate_model(spec, deltas, items, n_forget, cfg, evals / slug(spec),
+                                                           log), cfg.models))
+    log(f"      models evaluated ({time.time() - stage:.0f} s)")
     results = {"config": dataclasses.asdict(cfg), "facts": facts, "forget_records": n_forget, "models": models,
                "wall_s": time.time() - start}
     report = write_report(results, out)
-    log(f"[4/4] report written to {report} (whole demo {results['wall_s']:.0f} s)")
+    log(f"[5/5] report written to {report} (whole demo {results['wall_s']:.0f} s)")
     return results

@@ -17,7 +17,8 @@ def demo(
     epochs: int = typer.Option(10, help="epochs of the knowledge delta"),
     out: str = typer.Option("crossmodel-demo", help="report folder (re-running with it reuses finished steps)"),
     seed: int = typer.Option(0, help="seed of the facts and the deltas"),
-    threads: int = typer.Option(1, help="torch CPU threads; 1 is fastest on a shared machine (see docs/RESULTS.md)"),
+    threads: int = typer.Option(1, help="torch CPU threads per model; 1 is fastest when models run side by side"),
+    parallel: int = typer.Option(2, help="user models evaluated at a time (and a model pulled while deltas train)"),
 ) -> None:
     """Train a knowledge delta and an unlearning delta once, steer three real LLMs with them, write a report."""
     import torch
@@ -27,7 +28,8 @@ def demo(
 
     torch.set_num_threads(threads)  # several threads spin against each other when other processes share the cores
     flags = {"models": tuple(m.strip() for m in models.split(",") if m.strip())} if models else {}
-    results = run_demo(DemoConfig(out=out, facts=facts, forget=forget, epochs=epochs, seed=seed, **flags), log=rprint)
+    config = DemoConfig(out=out, facts=facts, forget=forget, epochs=epochs, seed=seed, parallel=parallel, **flags)
+    results = run_demo(config, log=rprint)
     n = results["forget_records"]
     typer.echo(f"\nKnowledge transfer (ROUGE-L recall, answer NLL):\n{knowledge_table(results)}\n")
     typer.echo(f"{results['facts'][n]['question']}\n{examples_table(results, n, ('before', 'knowledge'))}\n")
