@@ -31,3 +31,11 @@ def test_broken_config_and_tokenizer_name_the_directory(tiny_dir, tmp_path):
     (copy / "tokenizer.json").write_text("{")
     with pytest.raises(ValueError, match=rf"tokenizer files in {copy} .*tokenizer\.json"):
         load_tokenizer(copy)
+
+
+@pytest.mark.parametrize("content", [b"", b"GGUF\x03\x00\x00\x00", b"GGUF\x03\x00\x00\x00" + b"\x00" * 40])
+def test_a_damaged_gguf_file_is_named(tmp_path, content):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"{gguf} could not be read as a GGUF model .*download it again"):
+        load_model(gguf)

@@ -7,6 +7,7 @@ strip that config the way transformers' own `dequantize()` does and save safeten
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import torch
@@ -19,8 +20,14 @@ def load_gguf(path: str | Path, *, dtype: torch.dtype = torch.float32
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {path}")
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    except (ValueError, OSError, KeyError, IndexError, EOFError, struct.error) as err:  # e.g. in numpy, struct
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path} could not be read as a GGUF model ({type(err).__name__}: {first}); it is truncated, "
+                         "damaged or of an unsupported architecture: download it again (a zoo model: "
+                         "`crossmodel zoo pull NAME --force`)") from err
     return model.eval(), tokenizer
 
 
