@@ -151,3 +151,9 @@ def test_real_demo_transfers_knowledge(tmp_path):
     rows = {r["model"]: r["variants"] for r in results["models"]}
     for name in ("gemma-3-270m", "qwen2.5-coder-0.5b-instruct"):
         assert rows[name]["knowledge"]["all"]["rouge_l_recall"] > rows[name]["before"]["all"]["rouge_l_recall"]
+
+
+def test_unknown_model_fails_before_any_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown model 'nosuch'"):
+        run_demo(DemoConfig(out=str(tmp_path / "demo"), models=("nosuch",)))
+    assert not (tmp_path / "demo").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,12 +75,37 @@ def test_pipeline_block_is_found():
     assert len(lines) >= 8 and all(line.startswith("crossmodel ") for line in lines)
 
 
-@pytest.mark.slow
-def test_readme_pipeline_runs_as_written(tmp_path):
-    """Each line of the README pipeline, in order, in a fresh folder, with crossmodel on PATH: exit code 0."""
+def bash_blocks(path: Path) -> list[str]:
+    """The ```bash blocks of a markdown file, in order (the runnable ones; ``` and ```text are synopses)."""
+    return re.findall(r"```bash\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+
+
+def run_block(block: str, cwd: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-e", "-c", block], cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{block}\nfailed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+
+
+@pytest.mark.slow
+def test_readme_pipeline_and_docs_run_as_written(tmp_path):
+    """The README pipeline, line by line in a fresh folder; then every ```bash block of docs/ in a copy of that
+    folder (they build on its artefacts), with `../shared` where the data lives: each exits 0."""
+    work = tmp_path / "work"
+    work.mkdir()
+    shared = ROOT.parent / "shared"
+    if shared.is_dir():
+        (tmp_path / "shared").symlink_to(shared)
     for line in pipeline_block():
-        done = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, f"`{line}` failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    assert (tmp_path / "runs" / "sft-gemma" / "crossmodel.json").is_file()
-    assert (tmp_path / "reports" / "g" / "report.md").is_file()
+        run_block(line, work)
+    assert (work / "runs" / "sft-gemma" / "crossmodel.json").is_file()
+    assert (work / "reports" / "g" / "report.md").is_file()
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        blocks = bash_blocks(doc)
+        if not blocks:
+            continue
+        folder = tmp_path / doc.stem
+        shutil.copytree(work, folder, symlinks=True)
+        for block in blocks:
+            if "../shared" in block and not shared.is_dir():
+                continue  # the TOFU / AlpacaEval data is not on this machine
+            run_block(block, folder)

@@ -27,7 +27,7 @@ from crossmodel.eval.data import QAItem
 from crossmodel.eval.qa import run_qa, summarize_qa
 from crossmodel.eval.report import markdown_table, plot_qa
 from crossmodel.io import atomic_write_bytes, atomic_write_json
-from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT, ZOO, is_pulled, load_model, pull
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT, ZOO, is_pulled, load_model, pull, resolve
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.train import TrainConfig, generate_facts, run_training
 from crossmodel.vocab import MAPPERS, TokenMap
@@ -338,6 +338,8 @@ def train_deltas(cfg: DemoConfig, template: Any, paths: dict[str, Path], out: Pa
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo of `cfg` and return its results (also written to `cfg.out`/results.json with report.md)."""
+    for spec in (cfg.template, *cfg.models):
+        resolve(spec)  # an unknown model name fails now, not after the deltas have trained
     start, out = time.time(), Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     facts = generate_facts(cfg.facts, cfg.seed)

@@ -39,3 +39,11 @@ def test_eval_reads_a_data_file_with_a_bom(tmp_path, model_dir):
     result = CliRunner().invoke(app, ["eval", "--model", str(model_dir), "--suite", "nll", "--data", str(data),
                                       "--out", str(tmp_path / "out"), "--no-chat"])
     assert result.exit_code == 0, result.output
+
+
+def test_eval_refuses_a_bad_alpha_before_loading_anything(tmp_path):
+    result = CliRunner().invoke(app, ["eval", "--model", str(tmp_path / "no-such-model"), "--suite", "nll", "--data",
+                                      str(tmp_path / "qa.jsonl"), "--out", str(tmp_path / "o"), "--delta",
+                                      str(tmp_path / "d"), "--alpha", "nan"])
+    assert result.exit_code == 1 and "--alpha=nan" in result.output  # not "model path not found"
+    assert not (tmp_path / "o").exists()

@@ -61,7 +61,8 @@ def generate(
     prompt: str = typer.Option(None, help="the prompt text"),
     prompts_file: Path = typer.Option(None, help="one prompt per line (.txt) or {'prompt': ...} lines (.jsonl)"),
     deltas: list[str] = typer.Option([], "--delta", help="delta directory; repeat to compose several deltas"),
-    alphas: list[float] = typer.Option([], "--alpha", help="strength: one for all deltas or one per --delta (default: saved)"),
+    alphas: list[float] = typer.Option([], "--alpha", help="strength: one for all deltas or one per --delta "
+                                                           "(default: saved)"),
     maps: list[str] = typer.Option([], "--map", help="token map dir per --delta ('-' = same vocabulary)"),
     rule: str = typer.Option(None, help="basenormalize | normalize | add (default: the deltas' own)"),
     fill: float = typer.Option(0.0, help="logit for user tokens the map leaves unmapped (reference: 0)"),

@@ -32,7 +32,8 @@ def map_command(
     out: Path = typer.Option(..., help="output directory for token_map.safetensors + token_map.json"),
     mode: str = typer.Option("cmc", help="cmc | normalized | one-to-many"),
     user_rows: int = typer.Option(None, help="user model logits width (default: the model's, else the tokenizer size)"),
-    delta_rows: int = typer.Option(None, help="delta model logits width (default: the model's, else the tokenizer size)"),
+    delta_rows: int = typer.Option(None, help="delta model logits width (default: the model's, else the tokenizer "
+                                              "size)"),
     fallback: str = typer.Option("none", help="normalized: none | first_byte | unk"),
     reduce: str = typer.Option("max", help="one-to-many: max | logsumexp | weighted_sum"),
     export_cmc: str = typer.Option(None, help="also write the reference PREFIX_id/match/token.json triple"),

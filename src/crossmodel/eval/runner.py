@@ -17,6 +17,7 @@ from crossmodel.eval import qa, resume, tofu
 from crossmodel.eval.data import TOFU_SPLITS, load_qa
 from crossmodel.eval.report import RESULTS, render_report
 from crossmodel.io import atomic_write_json
+from crossmodel.steer import delta_entries
 from crossmodel.train.data import load_examples
 
 SUITES = ("tofu", "qa", "nll", "shift")
@@ -55,11 +56,7 @@ class EvalConfig:
             raise ValueError(f"suite={self.suite!r}; choose one of {', '.join(SUITES)}")
         if not self.data:
             raise ValueError("no --data given: pass a TOFU folder (tofu) or a QA/instruction file")
-        if self.alphas and len(self.alphas) not in (1, len(self.deltas)):
-            raise ValueError(f"{len(self.alphas)} alphas for {len(self.deltas)} deltas; give one per delta or one")
-        if self.maps and len(self.maps) != len(self.deltas):
-            raise ValueError(f"{len(self.maps)} --map values for {len(self.deltas)} --delta flags; give one per delta "
-                             "('-' for a delta in the model's own vocabulary)")
+        delta_entries(self.deltas, self.alphas, self.maps)  # checks the counts and every alpha, before any load
         if self.limit is not None and self.limit < 1 or self.batch_size < 1:
             raise ValueError(f"limit={self.limit} and batch_size={self.batch_size} must be >= 1")
         if self.suite == "shift" and not (self.model_b and (self.after and self.after_b or self.deltas)):
@@ -80,7 +77,7 @@ def load_variants(config: EvalConfig) -> dict[str, Any]:
     if config.baseline or not config.deltas:
         variants["base"] = PlainModel(loaded.model, loaded.tokenizer, batch_size=config.batch_size)
     if config.deltas:
-        from crossmodel.steer import delta_entries, steer
+        from crossmodel.steer import steer
         from crossmodel.models.prompt import chat_template_of
 
         # the plain-model fallback template for base models, so base and steered read the same prompts

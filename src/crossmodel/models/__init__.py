@@ -7,6 +7,7 @@ from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT, chat_pro
 from crossmodel.models.text import generate_text
 from crossmodel.models.zoo import ZOO, Part, ZooEntry, zoo_dir, zoo_entry
 
-__all__ = ["PLAIN_CHAT_TEMPLATE", "PLAIN_PROMPT", "ZOO", "LoadedModel", "Part", "Source", "ZooEntry", "chat_prompt", "chat_template_of", "convert_gguf", "fetch_gguf",
-           "generate_text", "is_pulled", "load_gguf", "load_model", "load_tokenizer", "pull", "render", "resolve", "verify_dir",
-           "zoo_dir", "zoo_entry"]
+__all__ = ["PLAIN_CHAT_TEMPLATE", "PLAIN_PROMPT", "ZOO", "LoadedModel", "Part", "Source", "ZooEntry",
+           "chat_prompt", "chat_template_of", "convert_gguf", "fetch_gguf", "generate_text", "is_pulled",
+           "load_gguf", "load_model", "load_tokenizer", "pull", "render", "resolve", "verify_dir", "zoo_dir",
+           "zoo_entry"]

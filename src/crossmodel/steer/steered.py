@@ -164,9 +164,9 @@ class Steered:
             pass
         return [_cut(t, stop) for t in self.text(generated)]
 
-    def stream(self, prompt: str | list[dict], max_new_tokens: int = 128, *, do_sample: bool = False, temperature: float = 1.0,
-               top_k: int | None = None, top_p: float | None = None, stop: Iterable[str] = (), chat: bool = False,
-               seed: int = 0) -> Iterator[str]:
+    def stream(self, prompt: str | list[dict], max_new_tokens: int = 128, *, do_sample: bool = False,
+               temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+               stop: Iterable[str] = (), chat: bool = False, seed: int = 0) -> Iterator[str]:
         """Yield the text of one prompt piece by piece as it is generated (joined = `generate([prompt])[0]`).
 
         With chat=True the prompt may be a whole conversation: a list of {"role", "content"} messages."""
@@ -209,8 +209,8 @@ class Steered:
 def delta_entries(deltas: Sequence[str], alphas: Sequence[float] = (), maps: Sequence[str] = ()) -> list[tuple]:
     """(delta dir, alpha | None, map dir | None) triples from parallel flag lists, as `steer` takes them.
 
-    `alphas`: none (each delta's default), one (for all) or one per delta; `maps`: none or one per delta,
-    "-" meaning the same vocabulary.
+    `alphas`: none (each delta's default), one (for all) or one per delta, each checked by `check_alpha`;
+    `maps`: none or one per delta, "-" meaning the same vocabulary.
     """
     if len(alphas) not in (0, 1, len(deltas)):
         raise ValueError(f"{len(alphas)} --alpha values for {len(deltas)} --delta flags: give none, one, or one "
@@ -218,7 +218,8 @@ def delta_entries(deltas: Sequence[str], alphas: Sequence[float] = (), maps: Seq
     if len(maps) not in (0, len(deltas)):
         raise ValueError(f"{len(maps)} --map values for {len(deltas)} --delta flags: give one per delta, "
                          "'-' for a delta in the user's own vocabulary")
-    alpha_list = list(alphas) * len(deltas) if len(alphas) == 1 else list(alphas) or [None] * len(deltas)
+    alphas = [check_alpha(a, "--alpha") for a in alphas]
+    alpha_list = alphas * len(deltas) if len(alphas) == 1 else alphas or [None] * len(deltas)
     map_list = [None if m in ("-", "") else m for m in maps] or [None] * len(deltas)
     return list(zip(deltas, alpha_list, map_list))
 
@@ -238,7 +239,8 @@ def _check_pair(user_fp: str, user_tok: Any, delta: Any, token_map: Any, user_ro
             raise ValueError(
                 f"delta {delta_name} uses another vocabulary than the user model {user_name} (fingerprints "
                 f"{delta_fp[:12]} vs {user_fp[:12]}); build a token map with `crossmodel map --user {user_name} "
-                f"--delta {delta_name} --mode normalized --out MAP_DIR` and pass it (--map MAP_DIR, or (delta, alpha, token_map))")
+                f"--delta {delta_name} --mode normalized --out MAP_DIR` and pass it (--map MAP_DIR, or "
+                "(delta, alpha, token_map))")
         return
     token_map.verify(user=user_tok, delta=delta.tokenizer)
     if token_map.user_rows != user_rows or token_map.delta_rows != logits_rows(delta.model):

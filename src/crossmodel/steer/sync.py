@@ -142,7 +142,8 @@ class ReencodeFeed(_TextFeed):
         self.consumed = self.encode([""] * len(self.prompts))  # delta tokens each row has seen
         ids, self.slots = left_pad(self.consumed, self.pad_id, self.model.device)  # (B, S) each
         self.cache = DynamicCache(config=self.model.config)
-        self.last = forward_step(self.model, ids, self.slots, position_ids(self.slots), self.cache).logits[:, -1].float()
+        out = forward_step(self.model, ids, self.slots, position_ids(self.slots), self.cache)
+        self.last = out.logits[:, -1].float()
         return self.last
 
     def _keep_slots(self, row: int, tokens: int) -> int:
