@@ -66,3 +66,16 @@ def test_committed_files_get_the_umask_permissions_not_0600(tmp_path):
     assert (final / "weights.safetensors").stat().st_mode & 0o777 == 0o666 & ~io._UMASK
     assert (final / "sub" / "x.json").stat().st_mode & 0o777 == 0o666 & ~io._UMASK
     assert (final / "sub").stat().st_mode & 0o777 == 0o777 & ~io._UMASK
+
+
+def test_atomic_directory_commits_on_success_and_leaves_the_old_on_failure(tmp_path):
+    final = tmp_path / "artefact"
+    with io.atomic_directory(final) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (final / "a.txt").read_text() == "first"
+    with pytest.raises(RuntimeError):
+        with io.atomic_directory(final) as tmp:
+            (tmp / "a.txt").write_text("half-written")
+            raise RuntimeError("killed mid-write")
+    assert (final / "a.txt").read_text() == "first"  # the finished artefact is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artefact"]  # no temporary folder left behind

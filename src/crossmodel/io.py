@@ -6,6 +6,7 @@ Every stage may import this module; it imports nothing from crossmodel but the v
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 CACHE_ENV = "CROSSMODEL_HOME"
 _UMASK = os.umask(0)
@@ -96,6 +97,18 @@ def atomic_dir(final: str | os.PathLike) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-{os.getpid()}-", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp creates 0700; the committed folder gets ordinary permissions
     return tmp
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling folder of `final` to fill inside the block: it replaces `final` when the block ends
+    normally, and is removed (leaving `final` as it was) when the block raises."""
+    tmp = atomic_dir(final)
+    try:
+        yield tmp
+        commit_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # after a commit it is gone already
 
 
 def share_tree(root: str | os.PathLike) -> None:

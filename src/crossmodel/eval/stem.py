@@ -11,7 +11,6 @@ rule's condition fails the word is left as it is (no later rule is tried), as in
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Callable
 
 _IRREGULAR = {
     "skies": "sky", "sky": "sky", "dying": "die", "lying": "lie", "tying": "tie", "news": "news",

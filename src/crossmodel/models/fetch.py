@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from crossmodel import __version__
-from crossmodel.io import atomic_dir, atomic_write_json, cache_home, commit_dir, pip_download, remove_stale_tmp
+from crossmodel.io import atomic_directory, atomic_write_json, cache_home, pip_download, remove_stale_tmp
 from crossmodel.models import gguf as gguf_io
 from crossmodel.models.zoo import ZOO_FOLDER, Part, ZooEntry, zoo_dir, zoo_entry
 
@@ -200,16 +200,12 @@ def pull(name: str, home: str | Path | None = None, *, dtype: torch.dtype = torc
             warnings.warn(f"{problem}; pulling {name!r} again", stacklevel=2)
         gguf = fetch_gguf(name, home, progress=progress)
         remove_stale_tmp(final, all_=True)  # we hold the lock: any temporary folder is a killed pull's
-        tmp = atomic_dir(final)
-        try:
-            start = time.perf_counter()
-            if progress:
-                print(f"converting {gguf.name} -> {final} ({dtype}) ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        if progress:
+            print(f"converting {gguf.name} -> {final} ({dtype}) ...", file=sys.stderr, flush=True)
+        with atomic_directory(final) as tmp:
             gguf_io.convert_gguf(gguf, tmp, dtype=dtype)
             _write_manifest(tmp, entry, dtype)  # last: a directory without it is never trusted
-            commit_dir(tmp, final)
-            if progress:
-                print(f"converted in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if progress:
+            print(f"converted in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     return final

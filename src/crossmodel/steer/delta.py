@@ -21,7 +21,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from crossmodel import __version__
-from crossmodel.io import atomic_dir, atomic_write_json, commit_dir, read_text
+from crossmodel.io import atomic_directory, atomic_write_json, read_text
 from crossmodel.models.load import load_hf_model, load_hf_tokenizer
 from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.mapped_vocab import MAP_DIR, factor_vocabulary, logits_rows, mapped_token_map
@@ -207,19 +207,12 @@ class DeltaModel:
         """Write the HF model dir (safetensors), tokenizer files and crossmodel.json atomically; return the dir.
         A delta in the factored layout (a transplant) also writes its token map, to `transplant_map/`."""
         directory = Path(directory)
-        tmp = atomic_dir(directory)
-        try:
+        with atomic_directory(directory) as tmp:
             self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             if (token_map := mapped_token_map(self.model)) is not None:
                 token_map.save(tmp / MAP_DIR)
             atomic_write_json(tmp / CONFIG_NAME, self.config.to_dict())
-            commit_dir(tmp, directory)
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.path = directory
         return directory
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from crossmodel.io import atomic_dir, atomic_write_json, commit_dir
+from crossmodel.io import atomic_directory, atomic_write_json
 from crossmodel.train.config import config_changes
 
 STATE_TENSORS = "trainer_state.safetensors"
@@ -51,10 +51,9 @@ def save_checkpoint(directory: str | Path, model: torch.nn.Module, optimizer: to
     groups = optimizer.state_dict()["param_groups"]
     meta = {"schema_version": SCHEMA_VERSION, "optimizer_scalars": scalars, "param_groups": groups,
             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state().tolist(), **state}
-    tmp = atomic_dir(directory)
-    save_file(_shared_storage_free(tensors), str(tmp / STATE_TENSORS))
-    atomic_write_json(tmp / STATE_JSON, meta)
-    commit_dir(tmp, directory)
+    with atomic_directory(directory) as tmp:
+        save_file(_shared_storage_free(tensors), str(tmp / STATE_TENSORS))
+        atomic_write_json(tmp / STATE_JSON, meta)
     return directory
 
 

@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from crossmodel.io import atomic_dir, atomic_write_json, commit_dir
+from crossmodel.io import atomic_directory, atomic_write_json
 from crossmodel.train.chunked import live_template_rows, loss_positions
 from crossmodel.train.data import Encoded, collate
 from crossmodel.train.templates import IGNORE_INDEX
@@ -86,21 +86,20 @@ class TemplateCache:
         path, key = Path(path), cache_key(template, encoded, dtype)
         if (path / CACHE_JSON).is_file() and json.loads((path / CACHE_JSON).read_text()).get("key") == key:
             return cls(path)
-        tmp = atomic_dir(path)
         shard_of, offset, length = [], [], []
-        for shard, start in enumerate(range(0, len(encoded), batch_size)):
-            index = list(range(start, min(start + batch_size, len(encoded))))
-            rows = _batch_rows(template, [encoded[i] for i in index], index, pad_id)
-            at = 0
-            for i in index:
-                n = sum(1 for y in encoded[i].labels[1:] if y != IGNORE_INDEX)
-                shard_of.append(shard), offset.append(at), length.append(n)
-                at += n
-            save_file({"rows": rows.to(DTYPES[dtype]).contiguous()}, str(tmp / SHARD.format(shard)))
-        atomic_write_json(tmp / CACHE_JSON, {"schema_version": SCHEMA_VERSION, "key": key, "dtype": dtype,
-                                             "shards": len(range(0, len(encoded), batch_size)),
-                                             "shard_of": shard_of, "offset": offset, "length": length})
-        commit_dir(tmp, path)
+        with atomic_directory(path) as tmp:
+            for shard, start in enumerate(range(0, len(encoded), batch_size)):
+                index = list(range(start, min(start + batch_size, len(encoded))))
+                rows = _batch_rows(template, [encoded[i] for i in index], index, pad_id)
+                at = 0
+                for i in index:
+                    n = sum(1 for y in encoded[i].labels[1:] if y != IGNORE_INDEX)
+                    shard_of.append(shard), offset.append(at), length.append(n)
+                    at += n
+                save_file({"rows": rows.to(DTYPES[dtype]).contiguous()}, str(tmp / SHARD.format(shard)))
+            atomic_write_json(tmp / CACHE_JSON, {"schema_version": SCHEMA_VERSION, "key": key, "dtype": dtype,
+                                                 "shards": len(range(0, len(encoded), batch_size)),
+                                                 "shard_of": shard_of, "offset": offset, "length": length})
         return cls(path)
 
 

@@ -9,7 +9,6 @@ into the user's vocabulary (unmapped rows get `fill`, 0 in the reference).
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossmodel.io import atomic_dir, atomic_write_json, check_safetensors, commit_dir, read_text
+from crossmodel.io import atomic_directory, atomic_write_json, check_safetensors, read_text
 from crossmodel.vocab.vocabulary import Vocabulary, load_vocabulary
 
 SCHEMA_VERSION = 1
@@ -240,17 +239,12 @@ class TokenMap:
         from safetensors.torch import save_file
 
         directory = Path(directory)
-        tmp = atomic_dir(directory)
-        try:
+        with atomic_directory(directory) as tmp:
             tensors = {"ids": self.ids, "match": self.match}
             tensors |= {k: getattr(self, k) for k in _OPTIONAL_TENSORS if getattr(self, k) is not None}
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / TENSORS_FILE),
                       metadata={"format": "pt", "schema_version": str(SCHEMA_VERSION)})
             atomic_write_json(tmp / META_FILE, self.metadata())
-            commit_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return directory
 
     @classmethod
