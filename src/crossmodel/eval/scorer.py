@@ -20,6 +20,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 
 from crossmodel.eval.metrics import mean_nll
+from crossmodel.models.batch import pad_id, pad_rows
 from crossmodel.models.prompt import chat_template_of, render
 
 
@@ -65,12 +66,6 @@ class PlainModel:
             return self.tokenizer.encode(text, add_special_tokens=False)
         return self.tokenizer.encode(prompt, add_special_tokens=True)
 
-    def _pad_id(self) -> int:
-        for value in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
-            if value is not None:
-                return value
-        return 0
-
     def _fit(self, prompt: list[int], cont: list[int]) -> list[int]:
         """`cont` cut so that prompt + cont fits the context window (locuslab truncates the same way)."""
         if self.context is None or len(prompt) + len(cont) <= self.context:
@@ -85,12 +80,7 @@ class PlainModel:
 
     @torch.no_grad()
     def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[torch.Tensor]:
-        width = max(len(p) + len(c) for p, c in pairs)
-        ids = torch.full((len(pairs), width), self._pad_id(), dtype=torch.long)
-        mask = torch.zeros((len(pairs), width), dtype=torch.long)
-        for row, (p, c) in enumerate(pairs):  # right padding: positions line up with the unpadded sequence
-            ids[row, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[row, : len(p) + len(c)] = 1
+        ids, mask = pad_rows([p + c for p, c in pairs], pad_id(self.tokenizer))  # right: positions as unpadded
         logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
         out = []
         for row, (p, c) in enumerate(pairs):
@@ -123,18 +113,14 @@ class PlainModel:
         texts = []
         for start in range(0, len(prompts), self.batch_size):
             batch = [self.prompt_ids(p, chat) for p in prompts[start: start + self.batch_size]]
-            width = max(len(b) for b in batch)
-            ids = torch.full((len(batch), width), self._pad_id(), dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for row, b in enumerate(batch):  # left padding, so every row ends where generation starts
-                ids[row, width - len(b):] = torch.tensor(b)
-                mask[row, width - len(b):] = 1
+            ids, mask = pad_rows(batch, pad_id(self.tokenizer), side="left")  # every row ends where it goes on
+            width = ids.shape[1]
             budget = max_new_tokens if self.context is None else min(max_new_tokens, self.context - width)
             if budget < 1:
                 raise ValueError(f"a prompt of {width} tokens leaves no room to generate within the context of "
                                  f"{self.context}; shorten the prompt")
             out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                      max_new_tokens=budget, do_sample=do_sample, pad_token_id=self._pad_id())
+                                      max_new_tokens=budget, do_sample=do_sample, pad_token_id=pad_id(self.tokenizer))
             texts.extend(self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
         return [t.strip() for t in texts]
 

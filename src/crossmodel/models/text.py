@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from crossmodel.models.batch import pad_id
 from crossmodel.models.prompt import chat_prompt
 
 
@@ -22,6 +23,5 @@ def generate_text(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     batch = tokenizer(text, return_tensors="pt", add_special_tokens=not chat).to(model.device)
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
     torch.manual_seed(seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=pad, **sampling)
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=pad_id(tokenizer), **sampling)
     return tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)

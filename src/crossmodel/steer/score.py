@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from crossmodel.steer.generate import combine_all
-from crossmodel.steer.sync import left_pad, position_ids
+from crossmodel.models.batch import pad_rows
+from crossmodel.steer.sync import position_ids
 
 
 def _at_steps(logits: torch.Tensor, lengths: list[int]) -> torch.Tensor:
@@ -57,7 +58,7 @@ def score_batch(steered: Any, prompts: list[str], continuations: list[str], chat
     lengths = [len(c) for c in cont_rows]
     full = [p + c for p, c in zip(prompt_rows, cont_rows)]
     steered._check_context(steered.model, [len(r) for r in full], 0, "user model")
-    ids, mask = left_pad(full, steered.pad_id, steered.model.device)
+    ids, mask = pad_rows(full, steered.pad_id, side="left", device=steered.model.device)
     keep = max(lengths) + 1
     user = _at_steps(_forward_kept(steered.model, ids, mask, keep), lengths)  # (B, n_max, V_user)
     deltas = []

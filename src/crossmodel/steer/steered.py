@@ -14,13 +14,14 @@ from typing import Any, Iterable, Iterator, Sequence
 import math
 import torch
 
+from crossmodel.models.batch import pad_id, pad_rows
 from crossmodel.models.prompt import chat_prompt
 from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.delta import DeltaModel, check_alpha, vocab_fingerprint
 from crossmodel.steer.generate import DeltaSlot, steered_tokens, token_picker
 from crossmodel.steer.mapped_vocab import logits_rows
 from crossmodel.steer.score import score_batch
-from crossmodel.steer.sync import complete_text, left_pad
+from crossmodel.steer.sync import complete_text
 
 SYNCS = ("incremental", "full")
 
@@ -84,7 +85,7 @@ class Steered:
                  chat_template: str | None = None):
         self.model, self.tokenizer, self.slots, self.rule = model, tokenizer, slots, rule
         self.chat_template = chat_template  # overrides the user tokenizer's own (e.g. for base models)
-        self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        self.pad_id = pad_id(tokenizer)
         eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         self.eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
 
@@ -111,7 +112,7 @@ class Steered:
         for slot, texts in zip(self.slots, self.delta_prompt_texts(prompts, chat)):
             lengths = [len(r) for r in slot.tokenizer(texts, add_special_tokens=not chat).input_ids]
             self._check_context(slot.model, lengths, max_new_tokens, f"delta {slot.name}")
-        ids, mask = left_pad(rows, self.pad_id, self.model.device)
+        ids, mask = pad_rows(rows, self.pad_id, side="left", device=self.model.device)
         return {"input_ids": ids, "attention_mask": mask}
 
     @staticmethod

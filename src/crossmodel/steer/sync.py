@@ -23,19 +23,9 @@ from typing import Any
 
 import torch
 
+from crossmodel.models.batch import pad_id, pad_rows
+
 REPLACEMENT = "\ufffd"  # what decode() shows for an incomplete UTF-8 sequence
-
-
-def left_pad(rows: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask, both (B, T), from token lists of different lengths."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, row in enumerate(rows):
-        if row:
-            ids[b, width - len(row):] = torch.tensor(row, dtype=torch.long)
-            mask[b, width - len(row):] = 1
-    return ids.to(device), mask.to(device)
 
 
 def position_ids(mask: torch.Tensor) -> torch.Tensor:
@@ -55,13 +45,6 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 def complete_text(text: str) -> str:
     """Drop a trailing incomplete character: its bytes are not all generated yet, so don't show it to the delta."""
     return text.rstrip(REPLACEMENT)
-
-
-def _pad_id(tokenizer: Any) -> int:
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0
 
 
 @functools.cache
@@ -108,7 +91,7 @@ class _TextFeed:
     def __init__(self, model: Any, tokenizer: Any, add_special_tokens: bool = True):
         self.model, self.tokenizer = model, tokenizer
         self.add_special_tokens = add_special_tokens
-        self.pad_id = _pad_id(tokenizer)
+        self.pad_id = pad_id(tokenizer)
         self.prompts: list[str] = []
 
     def encode(self, generated: list[str]) -> list[list[int]]:
@@ -120,7 +103,7 @@ class FullReencodeFeed(_TextFeed):
     """The reference's sync: re-encode the whole text and re-run the delta on it at every step, no cache."""
 
     def _run(self, generated: list[str]) -> torch.Tensor:
-        ids, mask = left_pad(self.encode(generated), self.pad_id, self.model.device)
+        ids, mask = pad_rows(self.encode(generated), self.pad_id, side="left", device=self.model.device)
         # as the reference does: the whole text through the model, logits at every position, keep the last
         return forward_step(self.model, ids, mask, position_ids(mask), last_only=False).logits[:, -1].float()
 
@@ -140,7 +123,7 @@ class ReencodeFeed(_TextFeed):
 
         self.prompts = list(prompt_texts)
         self.consumed = self.encode([""] * len(self.prompts))  # delta tokens each row has seen
-        ids, self.slots = left_pad(self.consumed, self.pad_id, self.model.device)  # (B, S) each
+        ids, self.slots = pad_rows(self.consumed, self.pad_id, side="left", device=self.model.device)  # (B, S)
         self.cache = DynamicCache(config=self.model.config)
         out = forward_step(self.model, ids, self.slots, position_ids(self.slots), self.cache)
         self.last = out.logits[:, -1].float()
@@ -168,7 +151,7 @@ class ReencodeFeed(_TextFeed):
         self.slots = self.slots[:, :width]
         kept = self.slots.sum(-1).tolist()  # real tokens still cached per row
         feeds = [t[k:] for t, k in zip(targets, kept)]  # unchanged rows feed only what the crop took
-        ids, new_mask = left_pad(feeds, self.pad_id, self.model.device)  # (B, L)
+        ids, new_mask = pad_rows(feeds, self.pad_id, side="left", device=self.model.device)  # (B, L)
         positions = (torch.tensor(kept, device=ids.device)[:, None] + new_mask.cumsum(-1) - 1).clamp_min(0)
         mask = torch.cat([self.slots, new_mask], dim=-1)  # (B, width + L)
         logits = forward_step(self.model, ids, mask, positions, self.cache).logits[:, -1].float()  # (B, V_delta)

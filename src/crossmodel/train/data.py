@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from crossmodel.io import read_text
+from crossmodel.models.batch import pad_rows
 from crossmodel.train.templates import IGNORE_INDEX, encode_pair, idk_answer
 
 FORMATS = ("tofu", "alpaca", "chat")
@@ -154,11 +155,6 @@ def encode_examples(examples: list[Example], tokenizer, chat_template: str, max_
 
 def collate(items: list[Encoded], index: list[int], pad_id: int) -> Batch:
     """Right-pad `items` into one Batch (padding carries no loss and is masked out of attention)."""
-    width = max(len(e.ids) for e in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for row, e in enumerate(items):
-        n = len(e.ids)
-        ids[row, :n], labels[row, :n], mask[row, :n] = torch.tensor(e.ids), torch.tensor(e.labels), 1
+    ids, mask = pad_rows([e.ids for e in items], pad_id)
+    labels, _ = pad_rows([e.labels for e in items], IGNORE_INDEX)
     return Batch(ids, mask, labels, torch.tensor(index, dtype=torch.long))

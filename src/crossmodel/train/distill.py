@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from crossmodel.models.batch import pad_id, pad_rows
 from crossmodel.train.chunked import hidden_states, output_head
 from crossmodel.train.data import FORMATS, load_examples
 from crossmodel.vocab.token_map import REDUCTIONS
@@ -116,15 +117,6 @@ def aligned_positions(text: str, student_tok: Any, teacher_tok: Any, max_length:
     return s_ids, t_ids, pairs
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for b, row in enumerate(rows):
-        ids[b, :len(row)], mask[b, :len(row)] = torch.tensor(row), 1
-    return ids, mask
-
-
 @dataclass
 class Aligned:
     """One batch seen by both deltas: right-padded ids of each side and the aligned (row, position) pairs."""
@@ -146,8 +138,8 @@ def align_batch(texts: list[str], student_tok: Any, teacher_tok: Any, max_length
         t_rows.append(t_ids)
         s_at += [(b, s) for s, _ in pairs]
         t_at += [(b, t) for _, t in pairs]
-    s_ids, s_mask = _pad(s_rows, student_tok.pad_token_id or 0)
-    t_ids, t_mask = _pad(t_rows, teacher_tok.pad_token_id or 0)
+    s_ids, s_mask = pad_rows(s_rows, pad_id(student_tok))
+    t_ids, t_mask = pad_rows(t_rows, pad_id(teacher_tok))
     s_index, t_index = torch.tensor(s_at).reshape(-1, 2), torch.tensor(t_at).reshape(-1, 2)
     return Aligned(s_ids, s_mask, t_ids, t_mask, (s_index[:, 0], s_index[:, 1]), (t_index[:, 0], t_index[:, 1]))
 

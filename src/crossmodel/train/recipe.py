@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from crossmodel.io import atomic_write_bytes
+from crossmodel.models.batch import pad_id
 from crossmodel.models.prompt import chat_template_of
 from crossmodel.steer import CONFIG_NAME, DeltaModel
 from crossmodel.train.checkpoint import check_resumable, read_state
@@ -117,12 +118,11 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     delta = DeltaModel.create(template, layers=cfg.delta_layers, d_model=cfg.delta_d_model, heads=cfg.delta_heads,
                               init_from=cfg.delta_init, rule=cfg.rule, alpha=cfg.alpha, seed=cfg.seed)
     delta.model.to(cfg.device)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if not resume:  # starting over (`overwrite`, or nothing there): no earlier delta or checkpoint survives
         for stale in (out / DELTA_DIR, out / CHECKPOINT_DIR):
             shutil.rmtree(stale, ignore_errors=True)
-    result = train(template.model, delta.model, data, asked, out, pad_id=pad_id, retain=retain_enc, resume=resume,
-                   identity=identity, on_step=on_step, log=log)
+    result = train(template.model, delta.model, data, asked, out, pad_id=pad_id(tokenizer), retain=retain_enc,
+                   resume=resume, identity=identity, on_step=on_step, log=log)
     delta.model.eval()
     tokens = sum(len(e.ids) for e in data)
     delta.config = dataclasses.replace(
