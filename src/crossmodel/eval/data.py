@@ -20,7 +20,6 @@ TOFU_SPLITS = {
     "real_authors": ("real_authors_perturbed.json", "options"),
     "world_facts": ("world_facts_perturbed.json", "options"),
 }
-FORGET_SETS = ("forget01", "forget05", "forget10")
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,10 @@ appended, so no token straddles the prompt/answer boundary.
 from __future__ import annotations
 
 import warnings
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
-from crossmodel.eval.metrics import mean_nll
 from crossmodel.models.batch import pad_id, pad_rows
 from crossmodel.models.prompt import chat_template_of, render
 
@@ -123,8 +122,3 @@ class PlainModel:
                                       max_new_tokens=budget, do_sample=do_sample, pad_token_id=pad_id(self.tokenizer))
             texts.extend(self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
         return [t.strip() for t in texts]
-
-
-def score_nll(model: Evaluable, prompts: Sequence[str], continuations: Sequence[str], chat: bool) -> list[float]:
-    """Mean per-token NLL of each continuation under `model`."""
-    return [mean_nll(lp) for lp in model.score(list(prompts), list(continuations), chat=chat)]

@@ -104,6 +104,7 @@ class TokenMap:
     def build(cls, user: Any, delta: Any, mode: str = "cmc", user_rows: int | None = None,
               delta_rows: int | None = None, **options: Any) -> TokenMap:
         """Build a map with one of `MAPPERS` ("cmc", "normalized", "one-to-many") from two tokenizers."""
+        # imported here, not at the top: the mappers build TokenMaps, so mappers.py imports this module (a cycle)
         from crossmodel.vocab.mappers import MAPPERS
 
         if mode not in MAPPERS:
