@@ -22,10 +22,9 @@ from pathlib import Path
 
 import torch
 
-from crossmodel.demo import slug, token_map_for, train_delta
-from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
-from crossmodel.steer import DeltaModel
-from crossmodel.train import TrainConfig
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model, slug
+from crossmodel.steer import DeltaModel, token_map_for
+from crossmodel.train import TrainConfig, train_or_reuse
 from crossmodel.train.distill import DistillConfig, run_transplant
 
 from replication import (TOFU, cached, delta_key, evaluate_qa, finetune, load_finetuned, log, machine, qa_items,
@@ -70,7 +69,7 @@ def train_knowledge_delta(args: argparse.Namespace, out: Path, train_file: Path)
     cfg = TrainConfig(template=args.template, out=str(out / "knowledge"), data=str(train_file),
                       epochs=args.delta_epochs, lr=args.delta_lr, delta_layers=args.delta_layers, delta_d_model=256,
                       delta_heads=4, batch_size=4, max_length=256, save_every=20, seed=0, progress=False)
-    return train_delta(cfg, template)
+    return train_or_reuse(cfg, template)
 
 
 def run_model(args: argparse.Namespace, out: Path, spec: str, delta: DeltaModel, train_file: Path,

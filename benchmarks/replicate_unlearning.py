@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-from crossmodel.demo import QuestionAnswerer, slug, token_map_for, train_delta
+from crossmodel.eval.answerers import QuestionAnswerer
 from crossmodel.eval.logit_shift import ShiftPair, compare_shifts, model_logprobs
 from crossmodel.eval.report import plot_shift
 from crossmodel.eval.tofu import run_tofu
 from crossmodel.io import atomic_write_json
-from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
-from crossmodel.steer import DeltaModel, steer
-from crossmodel.train import TrainConfig
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model, slug
+from crossmodel.steer import DeltaModel, steer, token_map_for
+from crossmodel.train import TrainConfig, train_or_reuse
 from crossmodel.vocab import TokenMap
 
 from replication import TOFU, cached, delta_key, finetune, load_finetuned, log, machine, tofu_records, write_jsonl
@@ -99,7 +99,7 @@ def unlearning_delta(args: argparse.Namespace, out: Path, template, files: dict[
                       retain=str(files["retain_train"]), task="grad_diff", epochs=args.unlearn_epochs,
                       lr=args.unlearn_lr, delta_layers=args.delta_layers, delta_d_model=256, delta_heads=4,
                       batch_size=4, max_length=256, save_every=20, seed=0, progress=False)
-    return train_delta(cfg, template)
+    return train_or_reuse(cfg, template)
 
 
 def tofu_row(args: argparse.Namespace, out: Path, name: str, user, deltas: list, files: dict[str, Path],

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import torch
 
-from crossmodel.demo import QuestionAnswerer
+from crossmodel.eval.answerers import QuestionAnswerer
 from crossmodel.eval.data import QAItem
 from crossmodel.eval.qa import run_qa
 from crossmodel.io import atomic_write_bytes, atomic_write_json

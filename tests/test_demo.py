@@ -10,8 +10,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT
-from crossmodel.demo import (Answerer, DemoConfig, QuestionAnswerer, SteeredTemplate,
-                             _train_config, knowledge_table, run_demo, train_delta, unlearning_table)
+from crossmodel.demo import DemoConfig, _train_config, knowledge_table, run_demo, unlearning_table
+from crossmodel.eval.answerers import Answerer, QuestionAnswerer
+from crossmodel.train import StackedTemplate, train_or_reuse
 from crossmodel.train.chunked import hidden_states, output_head
 from crossmodel.train.facts import generate_facts
 
@@ -77,21 +78,21 @@ def test_demo_writes_report_and_tables(tmp_path, model_dirs):
     assert "## Knowledge transfer" in report and "## Unlearning" in report and "![" in report
 
 
-def test_train_delta_reuses_a_finished_run(tmp_path, model_dirs):
+def test_train_or_reuse_reuses_a_finished_run(tmp_path, model_dirs):
     from crossmodel.models import load_model
 
     template = load_model(model_dirs["template"])
     (tmp_path / "facts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in generate_facts(1, seed=0)))
     cfg = _train_config(_config(tmp_path, model_dirs), tmp_path / "run", data=str(tmp_path / "facts.jsonl"), epochs=1,
                         lr=1e-3)
-    first = train_delta(cfg, template)
+    first = train_or_reuse(cfg, template)
     weights = tmp_path / "run" / "delta" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
-    again = train_delta(cfg, template)
+    again = train_or_reuse(cfg, template)
     assert weights.stat().st_mtime_ns == stamp  # same settings: loaded, not retrained
     for a, b in zip(first.model.parameters(), again.model.parameters()):
         torch.testing.assert_close(a, b)
-    train_delta(dataclasses.replace(cfg, seed=1), template)
+    train_or_reuse(dataclasses.replace(cfg, seed=1), template)
     assert weights.stat().st_mtime_ns != stamp  # other settings: trained again
 
 
@@ -114,16 +115,18 @@ def test_question_answerer_reads_the_demo_format(model_dirs):
         [PLAIN_PROMPT.format(question=q) for q in questions], max_new_tokens=4)
 
 
-def test_steered_template_is_template_plus_delta(model_dirs):
+def test_stacked_template_is_template_plus_delta_under_the_deltas_rule(model_dirs):
     tok = PreTrainedTokenizerFast.from_pretrained(model_dirs["template"])
     template, delta = _llama(tok, 48, 1), _llama(tok, 32, 3)
     ids = torch.tensor([tok.encode("Question: Where was the author born?")])
     mask = torch.ones_like(ids)
-    steered = SteeredTemplate(template, delta, alpha=0.5)
-    got = output_head(steered)(hidden_states(steered, ids, mask))  # what the training loop computes
-    want = template(input_ids=ids).logits.log_softmax(-1) + 0.5 * delta(input_ids=ids).logits
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    assert not any(p.requires_grad for p in steered.parameters())
+    z_t, z_d = template(input_ids=ids).logits, delta(input_ids=ids).logits
+    for rule, want in (("basenormalize", z_t.log_softmax(-1) + 0.5 * z_d),
+                       ("normalize", z_t.log_softmax(-1) + 0.5 * z_d.log_softmax(-1))):
+        stacked = StackedTemplate(template, delta, alpha=0.5, rule=rule)
+        got = output_head(stacked)(hidden_states(stacked, ids, mask))  # what the training loop computes
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert not any(p.requires_grad for p in stacked.parameters())
 
 
 def test_prompt_is_the_training_format(model_dirs):

@@ -21,21 +21,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-import torch
-
+from crossmodel.eval.answerers import Answerer
 from crossmodel.eval.data import QAItem
 from crossmodel.eval.qa import run_qa, summarize_qa
 from crossmodel.eval.report import markdown_table, plot_qa
 from crossmodel.io import atomic_write_bytes, atomic_write_json
-from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT, ZOO, is_pulled, load_model, pull, resolve
-from crossmodel.steer import DeltaModel, steer
-from crossmodel.train import TrainConfig, generate_facts, run_training
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT, ZOO, is_pulled, load_model, pull, resolve, slug
+from crossmodel.steer import DeltaModel, steer, token_map_for
+from crossmodel.train import StackedTemplate, TrainConfig, generate_facts, train_or_reuse
 from crossmodel.vocab import MAPPERS, TokenMap
 
 TEMPLATE = "smollm2-135m-instruct"
 USER_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct")
-# Base models go on with a new "Question:" after answering; some models start their answer on a new line.
-STOP = ("\nQuestion", "\n\n")
 VARIANTS = ("before", "knowledge", "knowledge+unlearn")
 PLOT_BARS = [("before", "before", "all"), ("+K", "knowledge", "all"), ("+K\nforget", "knowledge", "forget"),
              ("+K+U\nforget", "knowledge+unlearn", "forget"), ("+K+U\nretain", "knowledge+unlearn", "retain")]
@@ -91,109 +88,13 @@ def write_data(records: list[dict], forget_records: int, out: Path) -> dict[str,
 
 
 # ---- 3./4. the two deltas -------------------------------------------------------------------------------------
-class _Trunk(torch.nn.Module):
-    """Both trunks at once: the "hidden state" is [template hidden | knowledge-delta hidden]."""
-
-    def __init__(self, template: torch.nn.Module, delta: torch.nn.Module):
-        super().__init__()
-        self.template, self.delta = template, delta
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
-        parts = [m.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                 for m in (self.template, self.delta)]
-        return SimpleNamespace(last_hidden_state=torch.cat(parts, dim=-1))  # (B, T, H_template + H_delta)
-
-
-class _Head(torch.nn.Module):
-    """[h_template | h_delta] → log_softmax(z_template) + α·z_delta, the basenormalize combination."""
-
-    def __init__(self, template: torch.nn.Module, delta: torch.nn.Module, alpha: float):
-        super().__init__()
-        from crossmodel.train.chunked import output_head
-
-        self.split = template.config.get_text_config().hidden_size
-        self.template_head, self.delta_head, self.alpha = output_head(template), output_head(delta), alpha
-        self.weight = template.get_output_embeddings().weight  # its rows = the logits width
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        z_template = self.template_head(hidden[..., : self.split]).float().log_softmax(-1)  # (..., V)
-        return z_template + self.alpha * self.delta_head(hidden[..., self.split:]).float()  # (..., V)
-
-
-class SteeredTemplate(torch.nn.Module):
-    """A template with a same-vocabulary delta fixed on top, shaped like a causal LM for the training loop
-    (`base_model(...).last_hidden_state`, `get_output_embeddings()`, `config`). Training a second delta next to it
-    gives a delta that composes with the first at steer time: log_softmax(z_u) + z_knowledge + z_unlearn."""
-
-    def __init__(self, template: torch.nn.Module, delta: torch.nn.Module, alpha: float):
-        super().__init__()
-        self.trunk, self.head = _Trunk(template, delta), _Head(template, delta, alpha)
-        self.config = template.config  # no logit soft-capping of its own: _Head applies the template's
-        if getattr(template.config.get_text_config(), "final_logit_softcapping", None):
-            raise ValueError("SteeredTemplate: a template with final-logit soft-capping would be capped twice; "
-                             "pick a template without it (e.g. smollm2-135m-instruct)")
-        self.requires_grad_(False)
-
-    @property
-    def base_model(self) -> torch.nn.Module:
-        return self.trunk
-
-    def get_output_embeddings(self) -> torch.nn.Module:
-        return self.head
-
-
 def _train_config(cfg: DemoConfig, out: Path, **overrides: Any) -> TrainConfig:
     return TrainConfig(template=cfg.template, out=str(out), delta_layers=cfg.delta_layers,
                        delta_d_model=cfg.delta_d_model, delta_heads=4, batch_size=4, max_length=128,
                        save_every=0, seed=cfg.seed, progress=True, **overrides)
 
 
-def train_delta(train_cfg: TrainConfig, template: Any) -> DeltaModel:
-    """The delta of `train_cfg`, reused from its folder when a finished run there has the same settings, data and
-    template weights (for the unlearning delta: the knowledge delta inside its template), else trained anew."""
-    return DeltaModel.load(run_training(train_cfg, template=template, reuse=True, overwrite=True))
-
-
 # ---- 5. steering and evaluation -------------------------------------------------------------------------------
-class Answerer:
-    """A steered model behind eval's `Evaluable` interface; an answer is the first non-empty line generated."""
-
-    def __init__(self, steered: Any, batch_size: int):
-        self.steered, self.batch_size = steered, batch_size
-
-    def generate(self, prompts, max_new_tokens=128, do_sample=False, chat=False):
-        out = self.steered.generate(prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, chat=chat, stop=STOP)
-        return [next((line.strip() for line in t.splitlines() if line.strip()), "") for t in out]  # first line
-
-    def score(self, prompts, continuations, chat=False):
-        return self.steered.score(prompts, continuations, chat=chat, batch_size=self.batch_size)
-
-
-class QuestionAnswerer(Answerer):
-    """`Answerer` taking bare questions and answers (as eval's TOFU suite passes them): each question is put in
-    the plain "Question: …\nAnswer:" format and each answer scored after a space, exactly as the demo's items."""
-
-    def generate(self, prompts, max_new_tokens=128, do_sample=False, chat=False):
-        return super().generate([PLAIN_PROMPT.format(question=q) for q in prompts], max_new_tokens, do_sample, chat)
-
-    def score(self, prompts, continuations, chat=False):
-        return super().score([PLAIN_PROMPT.format(question=q) for q in prompts], [" " + c for c in continuations], chat)
-
-
-def token_map_for(user: Any, delta: DeltaModel, mode: str = "normalized") -> TokenMap | None:
-    """None for a delta in the user's own vocabulary, else a map built on the fly."""
-    if user.fingerprint == delta.config.vocab_fingerprint:
-        return None  # same vocabulary: the delta's logits are added directly
-    return TokenMap.build(user.tokenizer, delta.tokenizer, mode=mode,
-                          user_rows=user.model.get_output_embeddings().weight.shape[0],
-                          delta_rows=delta.rows)
-
-
-def slug(spec: str) -> str:
-    """A file-name-safe short name of a model spec (zoo name, HF dir or hub id)."""
-    return spec.rstrip("/").split("/")[-1]
-
-
 def _subset(records: list[dict], index: range) -> dict[str, float]:
     return summarize_qa([records[i] for i in index])
 
@@ -323,15 +224,14 @@ def train_deltas(cfg: DemoConfig, template: Any, paths: dict[str, Path], out: Pa
                  log: Callable[[str], None]) -> dict[str, DeltaModel]:
     """The knowledge delta next to the template, then the unlearning delta next to template + knowledge delta."""
     stage = time.time()
-    knowledge = train_delta(_train_config(cfg, out / "knowledge", data=str(paths[FACTS]), epochs=cfg.epochs,
-                                          lr=cfg.lr), template)
+    knowledge = train_or_reuse(_train_config(cfg, out / "knowledge", data=str(paths[FACTS]), epochs=cfg.epochs,
+                                             lr=cfg.lr), template)
     log(f"[2/5] knowledge delta trained: {_trained(knowledge.config.metrics)} ({time.time() - stage:.0f} s)")
     stage = time.time()
-    steered_template = SimpleNamespace(model=SteeredTemplate(template.model, knowledge.model, cfg.alpha),
-                                       tokenizer=template.tokenizer, name=f"{template.name}+knowledge")
-    unlearn = train_delta(_train_config(cfg, out / "unlearn", data=str(paths[FORGET]), retain=str(paths[RETAIN]),
-                                        task="grad_diff", epochs=cfg.unlearn_epochs, lr=cfg.unlearn_lr),
-                          steered_template)
+    stacked = StackedTemplate(template.model, knowledge.model, cfg.alpha, knowledge.config.rule)
+    knowing = SimpleNamespace(model=stacked, tokenizer=template.tokenizer, name=f"{template.name}+knowledge")
+    unlearn = train_or_reuse(_train_config(cfg, out / "unlearn", data=str(paths[FORGET]), retain=str(paths[RETAIN]),
+                                           task="grad_diff", epochs=cfg.unlearn_epochs, lr=cfg.unlearn_lr), knowing)
     log(f"[3/5] unlearning delta trained: {_trained(unlearn.config.metrics)} ({time.time() - stage:.0f} s)")
     return {"knowledge": knowledge, "unlearn": unlearn}
 

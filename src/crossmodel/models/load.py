@@ -72,6 +72,11 @@ def resolve(spec: str | Path) -> tuple[Source, str | Path]:
                      f"and not a hub id of the form org/name")
 
 
+def slug(spec: str | Path) -> str:
+    """A file-name-safe short name of a model spec (zoo name, HF dir, GGUF file or hub id): its last part."""
+    return str(spec).rstrip("/").split("/")[-1]
+
+
 def _from_hub(loader: type, repo_id: str, **kwargs: Any) -> Any:
     try:
         return loader.from_pretrained(repo_id, **kwargs)

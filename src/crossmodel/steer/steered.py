@@ -225,6 +225,17 @@ def delta_entries(deltas: Sequence[str], alphas: Sequence[float] = (), maps: Seq
     return list(zip(deltas, alpha_list, map_list))
 
 
+def token_map_for(user: Any, delta: DeltaModel, mode: str = "normalized") -> Any:
+    """None for a delta in the user model's own vocabulary, else a `TokenMap` (user -> delta) built on the fly
+    for exactly these two models' logits widths; `user` is a LoadedModel."""
+    from crossmodel.vocab import TokenMap
+
+    if user.fingerprint == delta.config.vocab_fingerprint:
+        return None  # same vocabulary: the delta's logits are added directly
+    return TokenMap.build(user.tokenizer, delta.tokenizer, mode=mode, user_rows=logits_rows(user.model),
+                          delta_rows=delta.rows)
+
+
 def _cut(text: str, stop: tuple[str, ...]) -> str:
     hits = [text.index(s) for s in stop if s in text]
     return text[: min(hits)] if hits else text

@@ -18,7 +18,8 @@ _HOMES = {
     **dict.fromkeys(["generate_facts", "write_facts"], "facts"),
     **dict.fromkeys(["LOSSES", "NPO_BETA", "get_loss"], "losses"),
     **dict.fromkeys(["TrainResult", "evaluate", "train"], "loop"),
-    **dict.fromkeys(["run_training", "write_fact_splits"], "recipe"),
+    **dict.fromkeys(["run_training", "train_or_reuse", "write_fact_splits"], "recipe"),
+    **dict.fromkeys(["StackedTemplate"], "stacked"),
     **dict.fromkeys(["TemplateCache"], "template_cache"),
     **dict.fromkeys(["IDK_ANSWERS", "IGNORE_INDEX"], "templates"),
 }
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
     from crossmodel.train.facts import generate_facts, write_facts  # noqa: F401
     from crossmodel.train.losses import LOSSES, NPO_BETA, get_loss  # noqa: F401
     from crossmodel.train.loop import TrainResult, evaluate, train  # noqa: F401
-    from crossmodel.train.recipe import run_training, write_fact_splits  # noqa: F401
+    from crossmodel.train.recipe import run_training, train_or_reuse, write_fact_splits  # noqa: F401
+    from crossmodel.train.stacked import StackedTemplate  # noqa: F401
     from crossmodel.train.template_cache import TemplateCache  # noqa: F401
     from crossmodel.train.templates import IDK_ANSWERS, IGNORE_INDEX  # noqa: F401
 

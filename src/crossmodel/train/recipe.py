@@ -156,3 +156,9 @@ def write_fact_splits(out: str | Path, n_authors: int = 6, forget_authors: int =
     for name, text in texts.items():
         atomic_write_bytes(out / name, text)
     return {name: out / name for name in texts}
+
+
+def train_or_reuse(cfg: TrainConfig, template: Any = None, log: Callable[[str], None] | None = print) -> DeltaModel:
+    """The delta of `cfg`: the finished one in `cfg.out` when it was trained with the same settings, data and
+    template weights, else a fresh run that replaces whatever is there."""
+    return DeltaModel.load(run_training(cfg, template=template, reuse=True, overwrite=True, log=log))
