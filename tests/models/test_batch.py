@@ -22,3 +22,17 @@ def test_pad_rows_left_and_right():
     assert ids.dtype == mask.dtype == torch.long
     with pytest.raises(ValueError, match="side"):
         pad_rows([[1]], 0, side="middle")
+
+
+def test_context_length_reads_the_text_config_and_check_context_names_the_limit():
+    from transformers import Gemma3Config
+
+    from crossmodel.models.batch import ContextTooLong, check_context, context_length
+
+    gemma_like = SimpleNamespace(config=Gemma3Config(text_config={"max_position_embeddings": 321}))
+    assert context_length(gemma_like) == 321  # a multimodal config keeps it on its text config
+    assert context_length(SimpleNamespace(config=SimpleNamespace(n_positions=64))) == 64
+    assert context_length(SimpleNamespace(config=SimpleNamespace())) is None
+    check_context(gemma_like, [300, 10], 21, "user model")  # exactly fits
+    with pytest.raises(ContextTooLong, match="prompt 0 is 300 tokens for the user model.*context of 321"):
+        check_context(gemma_like, [300, 10], 22, "user model")

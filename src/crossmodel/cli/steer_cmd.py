@@ -20,7 +20,7 @@ def _fitted_stream(steered: Any, history: list[dict], max_new_tokens: int, setti
     Drops are made in `history` only once a reply can start. When the newest message alone does not fit, it is
     removed from `history`, a line says so, and None comes back.
     """
-    from crossmodel.steer.steered import ContextTooLong
+    from crossmodel.models.batch import ContextTooLong
 
     start = 0
     while True:

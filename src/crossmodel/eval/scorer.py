@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from crossmodel.models.batch import pad_id, pad_rows
+from crossmodel.models.batch import context_length, pad_id, pad_rows
 from crossmodel.models.prompt import chat_template_of, render
 
 
@@ -35,15 +35,6 @@ class Evaluable(Protocol):
         ...
 
 
-def _context_length(model) -> int | None:
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None) or getattr(getattr(config, "text_config", None), name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
 class PlainModel:
     """A Hugging Face causal LM and its tokenizer behind the `Evaluable` interface (batched, no gradients)."""
 
@@ -54,7 +45,7 @@ class PlainModel:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.context = _context_length(model)
+        self.context = context_length(model)
         self.truncated = 0  # continuations cut to fit the context window, over this object's lifetime
 
     def prompt_ids(self, prompt: str, chat: bool) -> list[int]:

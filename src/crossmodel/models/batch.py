@@ -1,4 +1,5 @@
-"""Token rows into model batches: the one rule for a tokenizer's pad id, and left or right padding."""
+"""Token rows into model batches: the one rule for a tokenizer's pad id, left or right padding, and how many
+positions a model reads (its context length)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,30 @@ def pad_rows(rows: list[list[int]], pad: int, *, side: str = "right", device: An
             span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
             ids[b, span], mask[b, span] = torch.tensor(row, dtype=torch.long), 1
     return (ids, mask) if device is None else (ids.to(device), mask.to(device))
+
+
+def context_length(model: Any) -> int | None:
+    """How many positions `model` reads (its config's max_position_embeddings, n_positions or max_sequence_length,
+    on the text config of a multimodal model), or None when its config does not say."""
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(text_config, name, None) or getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class ContextTooLong(ValueError):
+    """A prompt plus max_new_tokens does not fit a model's context (`crossmodel chat` drops old turns on it)."""
+
+
+def check_context(model: Any, lengths: list[int], max_new_tokens: int, who: str) -> None:
+    """ContextTooLong naming the prompt, `who` and the limit when the longest of `lengths` plus `max_new_tokens`
+    exceeds the model's context length."""
+    limit = context_length(model)
+    worst = max(lengths)
+    if limit is not None and worst + max_new_tokens > limit:
+        i = lengths.index(worst)
+        raise ContextTooLong(f"prompt {i} is {worst} tokens for the {who}, plus max_new_tokens={max_new_tokens} "
+                             f"exceeds its context of {limit} tokens; shorten the prompt or lower max_new_tokens")

@@ -22,6 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from crossmodel import __version__
 from crossmodel.io import atomic_directory, atomic_write_json, read_text
+from crossmodel.models.batch import context_length
 from crossmodel.models.load import load_hf_model, load_hf_tokenizer
 from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.mapped_vocab import MAP_DIR, factor_vocabulary, logits_rows, mapped_token_map
@@ -90,13 +91,6 @@ def vocab_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     from crossmodel.vocab import load_vocabulary
 
     return load_vocabulary(tokenizer).fingerprint
-
-
-def _context_of(model: Any) -> int | None:
-    """The template's context length (max_position_embeddings), or None when it does not say."""
-    config = getattr(model, "config", None)
-    value = getattr(getattr(config, "get_text_config", lambda: config)(), "max_position_embeddings", None)
-    return value if isinstance(value, int) and value > 0 else None
 
 
 def _resolve_template(vocabulary_of: Any) -> tuple[Any, PreTrainedTokenizerBase, str, int]:
@@ -169,7 +163,7 @@ class DeltaModel:
             raise ValueError(f"d_model={d_model} must be divisible by heads={heads}")
         template, tokenizer, template_name, rows = _resolve_template(vocabulary_of)
         if max_positions is None:
-            max_positions = _context_of(template) or DEFAULT_MAX_POSITIONS
+            max_positions = context_length(template) or DEFAULT_MAX_POSITIONS
         if max_positions < 1:
             raise ValueError(f"max_positions={max_positions} must be >= 1")
         hf_config = LlamaConfig(

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
+from crossmodel.models.batch import check_context, pad_rows
 from crossmodel.steer.generate import combine_all
-from crossmodel.models.batch import pad_rows
 from crossmodel.steer.sync import position_ids
 
 
@@ -57,7 +57,7 @@ def score_batch(steered: Any, prompts: list[str], continuations: list[str], chat
         raise ValueError(f"continuation {empty[0]} encodes to no tokens; give a non-empty continuation")
     lengths = [len(c) for c in cont_rows]
     full = [p + c for p, c in zip(prompt_rows, cont_rows)]
-    steered._check_context(steered.model, [len(r) for r in full], 0, "user model")
+    check_context(steered.model, [len(r) for r in full], 0, "user model")
     ids, mask = pad_rows(full, steered.pad_id, side="left", device=steered.model.device)
     keep = max(lengths) + 1
     user = _at_steps(_forward_kept(steered.model, ids, mask, keep), lengths)  # (B, n_max, V_user)

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import math
 import torch
 
-from crossmodel.models.batch import pad_id, pad_rows
+from crossmodel.models.batch import check_context, pad_id, pad_rows
 from crossmodel.models.prompt import chat_prompt
 from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.delta import DeltaModel, check_alpha, vocab_fingerprint
@@ -56,10 +56,6 @@ def _as_entry(entry: Any) -> tuple[Any, float | None, Any]:
     return entry, None, None
 
 
-class ContextTooLong(ValueError):
-    """A prompt plus max_new_tokens does not fit a model's context (`crossmodel chat` drops old turns on it)."""
-
-
 def _check_prompts(prompts: Sequence[Any]) -> None:
     for i, p in enumerate(prompts):
         if not p:  # "" or an empty message list: nothing to continue from (and no token at all without a BOS)
@@ -72,10 +68,6 @@ def _check_stops(stop: Iterable[str]) -> tuple[str, ...]:
         raise ValueError(f"stop strings must be non-empty text, got {list(stop)!r} (an empty --stop would end "
                          "every generation before its first token)")
     return stop
-
-
-def _context(model: Any) -> int | None:
-    return getattr(model.config, "max_position_embeddings", None)
 
 
 class Steered:
@@ -108,22 +100,12 @@ class Steered:
         if not prompts:
             raise ValueError("no prompts given")
         rows = self.tokenizer(self.prompt_texts(prompts, chat), add_special_tokens=not chat).input_ids
-        self._check_context(self.model, [len(r) for r in rows], max_new_tokens, "user model")
+        check_context(self.model, [len(r) for r in rows], max_new_tokens, "user model")
         for slot, texts in zip(self.slots, self.delta_prompt_texts(prompts, chat)):
             lengths = [len(r) for r in slot.tokenizer(texts, add_special_tokens=not chat).input_ids]
-            self._check_context(slot.model, lengths, max_new_tokens, f"delta {slot.name}")
+            check_context(slot.model, lengths, max_new_tokens, f"delta {slot.name}")
         ids, mask = pad_rows(rows, self.pad_id, side="left", device=self.model.device)
         return {"input_ids": ids, "attention_mask": mask}
-
-    @staticmethod
-    def _check_context(model: Any, lengths: list[int], max_new_tokens: int, who: str) -> None:
-        limit = _context(model)
-        worst = max(lengths)
-        if limit is not None and worst + max_new_tokens > limit:
-            i = lengths.index(worst)
-            raise ContextTooLong(f"prompt {i} is {worst} tokens for the {who}, plus max_new_tokens={max_new_tokens} "
-                             f"exceeds its context of {limit} tokens (max_position_embeddings); shorten the "
-                             "prompt or lower max_new_tokens")
 
     # ---- generation -----------------------------------------------------------------------------------------
     def _steps(self, prompts: Sequence[str], max_new_tokens: int, do_sample: bool, temperature: float,

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from crossmodel.steer.delta import DeltaModel, vocab_fingerprint
-from crossmodel.steer.mapped_vocab import (MAP_DIR, combine_rows, factor_vocabulary, mapped_token_map,
+from crossmodel.steer.mapped_vocab import (MAP_DIR, combine_rows, factor_vocabulary, logits_rows, mapped_token_map,
                                            row_pieces, vocab_matrices)
 
 ROW_UNMAPPED, ROW_EXACT, ROW_COMBINED = 0, 1, 2  # how each target row was made
@@ -36,7 +36,7 @@ def _target(to: Any, rows: int | None) -> tuple[Any, int, str]:
     if isinstance(to, PreTrainedTokenizerBase):
         return to, rows or len(to), str(getattr(to, "name_or_path", "") or "tokenizer")
     if hasattr(to, "model") and hasattr(to, "tokenizer"):  # a LoadedModel
-        width = to.model.get_output_embeddings().weight.shape[0]
+        width = logits_rows(to.model)
         return to.tokenizer, rows or width, str(getattr(to, "name", "") or "model")
     if not isinstance(to, (str, Path)):
         raise ValueError(f"--to must be a model spec (zoo name, HF dir, GGUF file, hub id), a LoadedModel or an HF "

@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 
 from crossmodel.io import atomic_write_bytes, atomic_write_json
+from crossmodel.steer.mapped_vocab import logits_rows
 from crossmodel.train.checkpoint import check_resumable, load_checkpoint, read_state, save_checkpoint
 from crossmodel.train.chunked import Combined, combined_for_batch
 from crossmodel.train.config import TrainConfig
@@ -89,7 +90,7 @@ def _use_cache(template, sets: list[list[Encoded]], cfg: TrainConfig, out: Path,
     """Whether to cache the template's rows: asked for, and the estimated size within `cfg.cache_budget_gb`."""
     if not cfg.cache:
         return False
-    rows = template.get_output_embeddings().weight.shape[0]
+    rows = logits_rows(template)
     size = sum(estimate_bytes(s, rows, cfg.cache_dtype) for s in sets)
     if size > cfg.cache_budget_gb * GIB:
         log(f"template cache would take {size_text(size)} (> cache_budget_gb {cfg.cache_budget_gb:g}): "
