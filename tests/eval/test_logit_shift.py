@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from .conftest import make_tokenizer
 from crossmodel.eval.logit_shift import (ShiftPair, _aligned, compare_shifts, likely_tokens, model_logprobs,
                                           similarity)
 
@@ -99,14 +100,19 @@ def test_shift_suite_end_to_end(tmp_path, tok, model_factory):
 
 def test_steered_scores_match_plain_at_alpha_zero_and_move_otherwise(tok, tiny):
     from crossmodel.eval.logit_shift import steered_logprobs
-    from crossmodel.steer import DeltaModel
+    from crossmodel.steer import DeltaModel, steer
 
-    delta = DeltaModel.create(vocabulary_of=tok, layers=1, d_model=32, heads=2, seed=5).model
+    delta = DeltaModel.create(vocabulary_of=tok, layers=1, d_model=32, heads=2, seed=5)
+    user = type("Loaded", (), {"model": tiny, "tokenizer": tok})()
     ids = torch.tensor([tok("The capital of Italy is Rome.")["input_ids"]])
     plain = model_logprobs(tiny)(ids)
-    torch.testing.assert_close(steered_logprobs(tiny, delta, 0.0)(ids), plain)
+    torch.testing.assert_close(steered_logprobs(steer(user, deltas=[(delta, 0.0, None)]))(ids), plain)
     with torch.no_grad():
-        z_delta = delta(input_ids=ids).logits[0]
+        z_delta = delta.model(input_ids=ids).logits[0]
     # basenormalize: log_softmax(log_softmax(z_user) + alpha * z_delta)
     want = (plain + 2.0 * z_delta).log_softmax(-1)
-    torch.testing.assert_close(steered_logprobs(tiny, delta, 2.0)(ids), want, atol=1e-5, rtol=1e-5)
+    got = steered_logprobs(steer(user, deltas=[(delta, 2.0, None)]))(ids)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    other = DeltaModel.create(vocabulary_of=make_tokenizer(vocab_size=280), layers=1, d_model=32, heads=2)
+    with pytest.raises(ValueError, match="crossmodel map"):  # steer()'s fingerprint check, not a silent mismatch
+        steer(user, deltas=[(other, 1.0, None)])

@@ -38,19 +38,10 @@ def model_logprobs(model, kind: str = "logprob") -> Logprobs:
     return run
 
 
-def steered_logprobs(user_model, delta_model, alpha: float, rule: str = "basenormalize", token_map=None) -> Logprobs:
-    """Scores of `user_model` steered by a delta that reads the same token ids (same tokenizer); `token_map`
-    gathers delta rows into the user's vocabulary. Combined as in `crossmodel.steer.combine`."""
-    from crossmodel.steer import combine
-
-    @torch.no_grad()
-    def run(ids: torch.Tensor) -> torch.Tensor:
-        user = user_model(input_ids=ids).logits[0].float()  # (T, V_user)
-        delta = delta_model(input_ids=ids).logits[0].float()  # (T, V_delta)
-        delta = token_map.gather(delta) if token_map is not None else delta  # (T, V_user)
-        return combine(user, delta, rule, alpha).log_softmax(-1)
-
-    return run
+def steered_logprobs(steered) -> Logprobs:
+    """Per-position log-probabilities of a steered model (`crossmodel.steer.steer(...)`, deltas in the user's
+    own vocabulary): the same combination, checks included, as steered generation."""
+    return lambda ids: steered.logprobs(ids).cpu()
 
 
 @dataclass

@@ -19,16 +19,13 @@ DEFAULT_TEXTS = 8
 
 
 def _steered_after(loaded, config) -> Any:
-    from crossmodel.steer import DeltaModel
+    from crossmodel.steer import delta_entries, steer
 
-    if len(config.deltas) != 1:
-        raise ValueError("the shift suite takes exactly one --delta (or --after/--after-b fine-tuned copies)")
-    delta = DeltaModel.load(config.deltas[0])
-    if delta.tokenizer.get_vocab() != loaded.tokenizer.get_vocab():
-        raise ValueError(f"delta {config.deltas[0]} tokenizes differently from {loaded.name}; the shift suite "
-                         "needs a delta in the model's own vocabulary (compare fine-tuned copies with --after)")
-    alpha = config.alphas[0] if config.alphas else delta.config.alpha
-    return steered_logprobs(loaded.model, delta.model, alpha, config.rule or delta.config.rule)
+    if len(config.deltas) != 1 or any(m not in ("-", "") for m in config.maps):
+        raise ValueError("the shift suite takes exactly one --delta in the model's own vocabulary (or "
+                         "--after/--after-b fine-tuned copies)")
+    # steer() checks the delta's vocabulary fingerprint against the model's
+    return steered_logprobs(steer(loaded, deltas=delta_entries(config.deltas, config.alphas), rule=config.rule))
 
 
 def _pair(spec: str, after_spec: str | None, config) -> ShiftPair:

@@ -18,10 +18,10 @@ from crossmodel.models.batch import check_context, pad_id, pad_rows
 from crossmodel.models.prompt import chat_prompt
 from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.delta import DeltaModel, check_alpha, vocab_fingerprint
-from crossmodel.steer.generate import DeltaSlot, steered_tokens, token_picker
+from crossmodel.steer.generate import DeltaSlot, combine_all, steered_tokens, token_picker
 from crossmodel.steer.mapped_vocab import logits_rows
 from crossmodel.steer.score import score_batch
-from crossmodel.steer.sync import complete_text
+from crossmodel.steer.sync import complete_text, forward_step, position_ids
 
 SYNCS = ("incremental", "full")
 
@@ -181,6 +181,21 @@ class Steered:
             out.extend(score_batch(self, list(prompts[i:i + batch_size]), list(continuations[i:i + batch_size]),
                                    chat))
         return out
+
+    @torch.no_grad()
+    def logprobs(self, ids: torch.Tensor) -> torch.Tensor:
+        """Combined next-token log-probabilities (T, V_user), float32, at every position of one row of user ids
+        (1, T), teacher-forced; every delta must read the user's own tokens (same vocabulary)."""
+        if any(slot.sync != "same" for slot in self.slots):
+            raise ValueError("full-vocabulary log-probabilities need deltas in the user model's own vocabulary; a "
+                             "delta in another vocabulary reads another tokenization of the text (use score())")
+        ids = ids.to(self.model.device)
+        mask = torch.ones_like(ids)
+        positions = position_ids(mask)
+        user = forward_step(self.model, ids, mask, positions, last_only=False).logits[0].float()  # (T, V_user)
+        deltas = [slot.to_user(forward_step(slot.model, ids, mask, positions, last_only=False).logits[0].float())
+                  for slot in self.slots]
+        return combine_all(user, deltas, [s.alpha for s in self.slots], self.rule).log_softmax(-1)
 
     def logits_processor(self, prompts: Sequence[str], chat: bool = False):
         """A `CMCLogitsProcessor` for these prompts; `user_model.generate(**proc.inputs, logits_processor=[proc])`."""
