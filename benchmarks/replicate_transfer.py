@@ -25,7 +25,8 @@ import torch
 from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model, slug
 from crossmodel.steer import DeltaModel, token_map_for
 from crossmodel.train import TrainConfig, train_or_reuse
-from crossmodel.train.distill import DistillConfig, run_transplant
+from crossmodel.train.distill import DistillConfig
+from crossmodel.train.transplant_job import run_transplant
 
 from replication import (TOFU, cached, delta_key, evaluate_qa, finetune, load_finetuned, log, machine, qa_items,
                          tofu_records, write_jsonl)

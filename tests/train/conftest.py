@@ -1,11 +1,15 @@
 """Tiny fixtures for the train stage: a byte-level BPE tokenizer trained on generated facts, and random-weight
 Llama models built with `from_config` (template and delta share the tokenizer's vocabulary)."""
 
+import string
+
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from crossmodel.steer import DeltaModel
+from crossmodel.steer.transplant import transplant
 from crossmodel.train.facts import generate_facts
 
 SPECIALS = ["<pad>", "<eos>"]
@@ -76,3 +80,26 @@ def _naive_stats(template, delta, batch, rule="basenormalize", alpha=1.0):
 @pytest.fixture
 def naive_stats():
     return _naive_stats
+
+
+def _char_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per printable character (a vocabulary very unlike the BPE one above)."""
+    chars = [c for c in string.printable if c not in "\t\r\x0b\x0c"]
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(["<pad>", "<eos>", *chars])}, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+@pytest.fixture(scope="module")
+def char_tok():
+    return _char_tokenizer()
+
+
+def pair(tokenizer, char_tok, seed=0, layout="factored"):
+    """(original delta in the BPE vocabulary, its transplant into the char vocabulary, the map)."""
+    source = DeltaModel.create(vocabulary_of=tokenizer, layers=1, d_model=32, heads=4, seed=seed)
+    with torch.no_grad():
+        source.model.get_output_embeddings().weight.mul_(30.0)
+    moved, token_map = transplant(source, char_tok, mode="one-to-many", layout=layout)
+    return source, moved, token_map

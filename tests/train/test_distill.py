@@ -1,45 +1,17 @@
 """Distillation of a transplanted delta toward the original's mapped logits: position alignment, text loading,
-the agreement metric, the loop (loss falls, agreement rises, the teacher stays frozen) and `crossmodel transplant`."""
-
-import json
-import string
+the agreement metric and the loop (loss falls, agreement rises, the teacher stays frozen)."""
 
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
-from typer.testing import CliRunner
 
 from crossmodel.steer import DeltaModel
-from crossmodel.steer.transplant import provenance, transplant
-from crossmodel.train.distill import (DistillConfig, aligned_positions, defined_rows, distill, distill_transplant,
-                                      load_texts, logit_agreement)
+from crossmodel.steer.transplant import transplant
+from crossmodel.train.distill import DistillConfig, aligned_positions, defined_rows, distill, load_texts, logit_agreement
 from crossmodel.train.facts import generate_facts, write_facts
 
+from .conftest import pair
+
 TEXTS = [r["question"] + "\n" + r["answer"] for r in generate_facts(3, seed=7)]
-
-
-def _char_tokenizer() -> PreTrainedTokenizerFast:
-    """One token per printable character (a vocabulary very unlike the BPE one of conftest)."""
-    chars = [c for c in string.printable if c not in "\t\r\x0b\x0c"]
-    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(["<pad>", "<eos>", *chars])}, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
-
-
-@pytest.fixture(scope="module")
-def char_tok():
-    return _char_tokenizer()
-
-
-def _pair(tokenizer, char_tok, seed=0, layout="factored"):
-    """(original delta in the BPE vocabulary, its transplant into the char vocabulary, the map)."""
-    source = DeltaModel.create(vocabulary_of=tokenizer, layers=1, d_model=32, heads=4, seed=seed)
-    with torch.no_grad():
-        source.model.get_output_embeddings().weight.mul_(30.0)
-    moved, token_map = transplant(source, char_tok, mode="one-to-many", layout=layout)
-    return source, moved, token_map
 
 
 def test_aligned_positions_have_read_the_same_text(tokenizer, char_tok):
@@ -79,7 +51,7 @@ def test_agreement_is_perfect_for_an_own_vocabulary_transplant(tokenizer):
 @pytest.mark.parametrize("loss,layout,reduce", [("kl", "factored", None), ("mse", "factored", None),
                                                 ("mse", "dense", None), ("mse", "factored", "weighted_sum")])
 def test_distill_moves_the_transplant_toward_the_mapped_original(tokenizer, char_tok, loss, layout, reduce):
-    source, moved, token_map = _pair(tokenizer, char_tok, layout=layout)
+    source, moved, token_map = pair(tokenizer, char_tok, layout=layout)
     teacher_before = {k: v.clone() for k, v in source.model.state_dict().items()}
     before = logit_agreement(moved, source, token_map, TEXTS)
     cfg = DistillConfig(steps=15, lr=3e-3, batch_size=3, loss=loss, target_reduce=reduce)
@@ -110,48 +82,10 @@ def test_weighted_sum_target_is_met_exactly_where_both_read_the_same_tokens(toke
 
 
 def test_trainable_vocab_leaves_the_blocks_alone(tokenizer, char_tok):
-    source, moved, token_map = _pair(tokenizer, char_tok, seed=4)
+    source, moved, token_map = pair(tokenizer, char_tok, seed=4)
     blocks = {k: v.clone() for k, v in moved.model.state_dict().items() if "layers" in k}
     embed = moved.model.get_input_embeddings().weight.detach().clone()
     distill(moved, source, token_map, TEXTS, DistillConfig(steps=3, lr=1e-2, trainable="vocab"))
     assert all(torch.equal(v, moved.model.state_dict()[k]) for k, v in blocks.items())
     assert not torch.equal(embed, moved.model.get_input_embeddings().weight)
     assert defined_rows(token_map).sum() < token_map.user_rows + 1
-
-
-def test_distill_transplant_records_before_and_after(tokenizer, char_tok):
-    source, moved, token_map = _pair(tokenizer, char_tok, seed=5)
-    record = distill_transplant(moved, source, token_map, TEXTS, DistillConfig(steps=2, lr=1e-3))
-    stored = provenance(moved.config)["distill"]
-    assert stored["agreement_before"] == record["agreement_before"] and stored["config"]["steps"] == 2
-    assert moved.config.metrics["distill_agreement"] == record["agreement_after"]
-
-
-def test_cli_transplant_with_distillation(tmp_path, tokenizer, char_tok):
-    from crossmodel.cli import app
-
-    source = DeltaModel.create(vocabulary_of=tokenizer, layers=1, d_model=32, heads=4, seed=6)
-    source.save(tmp_path / "src")
-    target = DeltaModel.create(vocabulary_of=char_tok, layers=1, d_model=32, heads=4)  # any HF dir will do
-    target.model.save_pretrained(tmp_path / "target")
-    char_tok.save_pretrained(tmp_path / "target")
-    write_facts(tmp_path / "facts.jsonl", n_authors=1, seed=0)
-    runner = CliRunner()
-    args = ["transplant", "--delta", str(tmp_path / "src"), "--to", str(tmp_path / "target"), "--out",
-            str(tmp_path / "out")]
-    result = runner.invoke(app, [*args, "--distill-steps", "2", "--distill-data", str(tmp_path / "facts.jsonl"),
-                                 "--distill-target", "map"])
-    assert result.exit_code == 0, result.output
-    raw = json.loads((tmp_path / "out" / "crossmodel.json").read_text())
-    record = raw["provenance"]
-    assert record["map"]["mode"] == "one-to-many" and record["distill"]["config"]["steps"] == 2
-    assert record["distill"]["config"]["target_reduce"] is None  # "map": the map's own reduce
-    assert DeltaModel.load(tmp_path / "out").rows == len(char_tok)
-    assert raw["architecture"]["layout"] == "factored"  # the default
-    failed = runner.invoke(app, [*args, "--distill-steps", "2"])
-    assert failed.exit_code == 1 and "--distill-data" in failed.output
-    dense = runner.invoke(app, [*args[:-1], str(tmp_path / "dense"), "--layout", "dense"])
-    assert dense.exit_code == 0, dense.output
-    assert DeltaModel.load(tmp_path / "dense").config.architecture["layout"] == "dense"
-    wrong = runner.invoke(app, [*args, "--layout", "sparse"])
-    assert wrong.exit_code == 1 and "choose one of" in wrong.output

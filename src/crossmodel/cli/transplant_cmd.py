@@ -32,7 +32,8 @@ def transplant(
     """Rebuild a delta in another vocabulary (Tik-to-Tok style) so it steers that model without a token map."""
     from rich import print as rprint
 
-    from crossmodel.train.distill import DistillConfig, run_transplant
+    from crossmodel.train.distill import DistillConfig
+    from crossmodel.train.transplant_job import run_transplant
 
     wanted = distill_steps is not None or distill_data is not None
     target = None if distill_target == "map" else distill_target

@@ -23,9 +23,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from crossmodel import __version__
 from crossmodel.io import atomic_directory, atomic_write_json, read_text
 from crossmodel.models.batch import context_length
-from crossmodel.models.load import load_hf_model, load_hf_tokenizer
+from crossmodel.models.load import load_hf_model, load_hf_tokenizer, load_model
 from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.mapped_vocab import MAP_DIR, factor_vocabulary, logits_rows, mapped_token_map
+from crossmodel.vocab import TokenMap, load_vocabulary
 
 CONFIG_NAME = "crossmodel.json"
 SCHEMA_VERSION = 1
@@ -88,16 +89,12 @@ class DeltaConfig:
 
 def vocab_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """The vocabulary fingerprint of an HF tokenizer, as `crossmodel.vocab` computes it."""
-    from crossmodel.vocab import load_vocabulary
-
     return load_vocabulary(tokenizer).fingerprint
 
 
 def _resolve_template(vocabulary_of: Any) -> tuple[Any, PreTrainedTokenizerBase, str, int]:
     """(model or None, tokenizer, name, logits width) of a LoadedModel, a tokenizer, or a model spec string."""
     if isinstance(vocabulary_of, (str, Path)):
-        from crossmodel.models import load_model
-
         vocabulary_of = load_model(str(vocabulary_of))
     if isinstance(vocabulary_of, PreTrainedTokenizerBase):
         name = getattr(vocabulary_of, "name_or_path", "") or ""
@@ -239,8 +236,6 @@ class DeltaModel:
 
 def _factored(model: Any, directory: Path, fingerprint: str) -> Any:
     """The loaded source-vocabulary model of a factored transplant, put back in its target vocabulary."""
-    from crossmodel.vocab import TokenMap
-
     if not (directory / MAP_DIR).is_dir():
         raise FileNotFoundError(f"{directory / MAP_DIR} not found: {directory} holds a transplanted delta in the "
                                 f"factored layout, whose rows need that token map; restore the directory or "

@@ -20,8 +20,10 @@ from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.delta import DeltaModel, check_alpha, vocab_fingerprint
 from crossmodel.steer.generate import DeltaSlot, combine_all, steered_tokens, token_picker
 from crossmodel.steer.mapped_vocab import logits_rows
+from crossmodel.steer.processor import CMCLogitsProcessor
 from crossmodel.steer.score import score_batch
 from crossmodel.steer.sync import complete_text, forward_step, position_ids
+from crossmodel.vocab import TokenMap
 
 SYNCS = ("incremental", "full")
 
@@ -199,8 +201,6 @@ class Steered:
 
     def logits_processor(self, prompts: Sequence[str], chat: bool = False):
         """A `CMCLogitsProcessor` for these prompts; `user_model.generate(**proc.inputs, logits_processor=[proc])`."""
-        from crossmodel.steer.processor import CMCLogitsProcessor
-
         return CMCLogitsProcessor(self, prompts, chat=chat)
 
 
@@ -225,8 +225,6 @@ def delta_entries(deltas: Sequence[str], alphas: Sequence[float] = (), maps: Seq
 def token_map_for(user: Any, delta: DeltaModel, mode: str = "normalized") -> Any:
     """None for a delta in the user model's own vocabulary, else a `TokenMap` (user -> delta) built on the fly
     for exactly these two models' logits widths; `user` is a LoadedModel."""
-    from crossmodel.vocab import TokenMap
-
     if user.fingerprint == delta.config.vocab_fingerprint:
         return None  # same vocabulary: the delta's logits are added directly
     return TokenMap.build(user.tokenizer, delta.tokenizer, mode=mode, user_rows=logits_rows(user.model),
@@ -266,8 +264,6 @@ def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *,
     alpha None takes the delta's default; rule None takes the deltas' own (they must agree). `chat_template`
     replaces the user tokenizer's own for chat=True (needed for base models that ship none).
     """
-    from crossmodel.vocab import TokenMap
-
     config = SteerConfig(rule=rule, fill=fill, sync=sync)
     model = getattr(user_model, "model", user_model)
     tokenizer = tokenizer or getattr(user_model, "tokenizer", None)

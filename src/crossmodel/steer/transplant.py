@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
+from crossmodel.models.load import load_tokenizer, logits_width
 from crossmodel.steer.delta import DeltaModel, vocab_fingerprint
 from crossmodel.steer.mapped_vocab import (MAP_DIR, combine_rows, factor_vocabulary, logits_rows, mapped_token_map,
                                            row_pieces, vocab_matrices)
+from crossmodel.vocab import TokenMap
 
 ROW_UNMAPPED, ROW_EXACT, ROW_COMBINED = 0, 1, 2  # how each target row was made
 LAYOUTS = ("factored", "dense")  # factored: source rows + map, combined on the fly; dense: one row per target
@@ -31,8 +34,6 @@ LAYOUTS = ("factored", "dense")  # factored: source rows + map, combined on the 
 
 def _target(to: Any, rows: int | None) -> tuple[Any, int, str]:
     """(HF tokenizer, logits rows, name) of a LoadedModel, an HF tokenizer, or a model spec string."""
-    from transformers import PreTrainedTokenizerBase
-
     if isinstance(to, PreTrainedTokenizerBase):
         return to, rows or len(to), str(getattr(to, "name_or_path", "") or "tokenizer")
     if hasattr(to, "model") and hasattr(to, "tokenizer"):  # a LoadedModel
@@ -41,26 +42,8 @@ def _target(to: Any, rows: int | None) -> tuple[Any, int, str]:
     if not isinstance(to, (str, Path)):
         raise ValueError(f"--to must be a model spec (zoo name, HF dir, GGUF file, hub id), a LoadedModel or an HF "
                          f"tokenizer; got {type(to).__name__}")
-    from crossmodel.models import load_tokenizer, resolve
-
     tokenizer, _ = load_tokenizer(to)
-    return tokenizer, rows or _config_rows(resolve(to), tokenizer), str(to)
-
-
-def _config_rows(resolved: tuple[Any, Any], tokenizer: Any) -> int:
-    """The target model's logits width from its config.json (it may exceed the tokenizer: padded matrices)."""
-    import json
-
-    from crossmodel.models import Source, zoo_dir
-
-    source, where = resolved
-    folder = zoo_dir(str(where)) if source is Source.ZOO else Path(where) if source is Source.HF_DIR else None
-    if folder is not None and (folder / "config.json").is_file():
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        width = raw.get("vocab_size") or raw.get("text_config", {}).get("vocab_size")
-        if width:
-            return int(width)
-    return len(tokenizer)
+    return tokenizer, rows or logits_width(to) or len(tokenizer), str(to)
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -139,8 +122,6 @@ def _check_map(token_map: Any, tokenizer: Any, delta: DeltaModel, rows: int) -> 
 def build_transplant_map(delta: DeltaModel, tokenizer: Any, rows: int, mode: str = "one-to-many",
                          **options: Any) -> Any:
     """The target -> source TokenMap: the identity for the delta's own vocabulary, else `TokenMap.build`."""
-    from crossmodel.vocab import TokenMap
-
     if vocab_fingerprint(tokenizer) == (delta.config.vocab_fingerprint or vocab_fingerprint(delta.tokenizer)):
         return TokenMap.identity(tokenizer, rows=rows, delta_rows=delta.rows)
     return TokenMap.build(tokenizer, delta.tokenizer, mode=mode, user_rows=rows, delta_rows=delta.rows, **options)
