@@ -10,7 +10,7 @@ from crossmodel.cli.app import app
 from crossmodel.cli import map_cmd  # (vocab)
 from crossmodel.cli import zoo_cmd  # (models)
 from crossmodel.cli import generate_cmd  # (steer)
-from crossmodel.cli import steer_cmd  # (steer: chat)
+from crossmodel.cli import chat_cmd  # (steer: chat)
 from crossmodel.cli import facts_cmd  # (train: data)
 from crossmodel.cli import train_cmd  # (train)
 from crossmodel.cli import eval_cmd  # (eval)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from crossmodel.cli.app import command
+from crossmodel.cli.options import Alphas, Chat, Deltas, Maps, Model, Rule
 
 
 def _jsonl_prompt(line: str, where: str) -> str:
@@ -41,35 +42,18 @@ def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
     return [line for _, line in lines]
 
 
-def decoding(sample: bool, temperature: float | None, top_k: int | None, top_p: float | None,
-             alphas: list[float]) -> tuple[bool, float]:
-    """(do_sample, temperature) from the flags, all checked before any model loads; greedy unless --sample or
-    --temperature > 0 asks for sampling."""
-    from crossmodel.steer.delta import check_alpha
-    from crossmodel.steer.generate import token_picker
-
-    do_sample, temperature = (sample, 1.0) if temperature is None else (sample or temperature > 0, temperature)
-    token_picker(do_sample, temperature, top_k, top_p)  # raises on a bad setting
-    for alpha in alphas:
-        check_alpha(alpha, "--alpha")
-    return do_sample, temperature
-
-
 @command()
 def generate(
-    model: str = typer.Option(..., help="user model: zoo name, HF model dir, .gguf file or hub id"),
+    model: Model,
     prompt: str = typer.Option(None, help="the prompt text"),
     prompts_file: Path = typer.Option(None, help="one prompt per line (.txt) or {'prompt': ...} lines (.jsonl)"),
-    deltas: list[str] = typer.Option([], "--delta", help="delta directory; repeat to compose several deltas"),
-    alphas: list[float] = typer.Option([], "--alpha", help="strength: one for all deltas or one per --delta "
-                                                           "(default: saved)"),
-    maps: list[str] = typer.Option([], "--map", help="token map dir per --delta ('-' = same vocabulary)"),
-    rule: str = typer.Option(None, help="basenormalize | normalize | add (default: the deltas' own)"),
+    deltas: Deltas = [],
+    alphas: Alphas = [],
+    maps: Maps = [],
+    rule: Rule = None,
     fill: float = typer.Option(0.0, help="logit for user tokens the map leaves unmapped (reference: 0)"),
     sync: str = typer.Option("incremental", help="cross-vocab sync: incremental (cached) | full (reference)"),
-    chat: bool = typer.Option(True, help="prompt as a user turn: the model's chat template, or the plain "
-                                         "'Question: …\\nAnswer:' format for a base model (BOS included); "
-                                         "--no-chat continues the raw text"),
+    chat: Chat = True,
     max_new_tokens: int = typer.Option(64, help="how many tokens to generate at most"),
     sample: bool = typer.Option(False, help="sample instead of greedy (at temperature 1 unless --temperature "
                                             "is given; --sample --temperature 0 is refused)"),
@@ -82,11 +66,14 @@ def generate(
 ) -> None:
     """Print the (steered) continuation of each prompt."""
     from crossmodel.models import load_model
-    from crossmodel.steer import delta_entries, steer
+    from crossmodel.steer import delta_entries, steer, token_picker
+    from crossmodel.steer.generate import sampling
 
     prompts = read_prompts(prompt, prompts_file)
-    do_sample, temperature = decoding(sample, temperature, top_k, top_p, alphas)
-    steered = steer(load_model(model), deltas=delta_entries(deltas, alphas, maps), rule=rule, fill=fill, sync=sync)
+    entries = delta_entries(deltas, alphas, maps)  # every flag is checked before a model loads
+    do_sample, temperature = sampling(sample, temperature)
+    token_picker(do_sample, temperature, top_k, top_p)
+    steered = steer(load_model(model), deltas=entries, rule=rule, fill=fill, sync=sync)
     texts = [t for i in range(0, len(prompts), batch_size) for t in steered.generate(
         prompts[i:i + batch_size], max_new_tokens, do_sample=do_sample, temperature=temperature,
         top_k=top_k, top_p=top_p, stop=stops, chat=chat, seed=seed)]

@@ -71,6 +71,14 @@ def combine_all(user_logits: torch.Tensor, delta_logits: list[torch.Tensor], alp
     return z
 
 
+def sampling(sample: bool, temperature: float | None) -> tuple[bool, float]:
+    """(do_sample, temperature) from a "--sample" switch and an optional temperature: greedy unless `sample` or a
+    temperature > 0 asks for sampling; `sample` alone samples at 1. Checked by `token_picker`."""
+    if temperature is None:
+        return sample, 1.0
+    return sample or temperature > 0, temperature
+
+
 def token_picker(do_sample: bool, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                  seed: int = 0, device: Any = "cpu") -> Picker:
     """pick(ids (B, T), z (B, V)) -> next tokens (B,): argmax, or sampling through transformers' warpers.

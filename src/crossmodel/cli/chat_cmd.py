@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import typer
 
 from crossmodel.cli.app import command
+from crossmodel.cli.options import Alphas, Deltas, Maps, Model, Rule
 
 
 def _fitted_stream(steered: Any, history: list[dict], max_new_tokens: int, settings: dict) -> Iterator[str] | None:
@@ -42,11 +43,11 @@ def _fitted_stream(steered: Any, history: list[dict], max_new_tokens: int, setti
 
 @command()
 def chat(
-    model: str = typer.Option(..., help="user model: zoo name, HF model dir, .gguf file or hub id"),
-    deltas: list[str] = typer.Option([], "--delta", help="delta directory; repeat to compose several deltas"),
-    alphas: list[float] = typer.Option([], "--alpha", help="one for all deltas or one per --delta"),
-    maps: list[str] = typer.Option([], "--map", help="token map dir per --delta ('-' = same vocabulary)"),
-    rule: str = typer.Option(None, help="basenormalize | normalize | add (default: the deltas' own)"),
+    model: Model,
+    deltas: Deltas = [],
+    alphas: Alphas = [],
+    maps: Maps = [],
+    rule: Rule = None,
     max_new_tokens: int = typer.Option(256, help="longest reply in tokens"),
     temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples"),
     top_p: float = typer.Option(None, help="nucleus sampling threshold, in (0, 1]"),
@@ -54,13 +55,14 @@ def chat(
 ) -> None:
     """Chat in the terminal (empty line or Ctrl-D ends); replies stream as they are generated. When the
     conversation outgrows the context, the oldest exchanges are dropped."""
-    from crossmodel.cli.generate_cmd import decoding
     from crossmodel.models import load_model
-    from crossmodel.steer import delta_entries, steer
+    from crossmodel.steer import delta_entries, steer, token_picker
 
-    do_sample, temperature = decoding(False, temperature, None, top_p, alphas)
-    settings = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "chat": True, "seed": seed}
-    steered = steer(load_model(model), deltas=delta_entries(deltas, alphas, maps), rule=rule)
+    entries = delta_entries(deltas, alphas, maps)  # every flag is checked before a model loads
+    token_picker(temperature > 0, temperature, None, top_p)
+    settings = {"do_sample": temperature > 0, "temperature": temperature or 1.0, "top_p": top_p, "chat": True,
+                "seed": seed}
+    steered = steer(load_model(model), deltas=entries, rule=rule)
     history: list[dict] = []
     try:
         while (line := typer.prompt("you", default="", show_default=False, prompt_suffix="> ").strip()):

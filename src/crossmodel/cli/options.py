@@ -1,0 +1,19 @@
+"""The options several commands share, declared once (typer `Annotated` aliases): which model, which deltas with
+which strength and map, which combination rule, and the prompt format."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+Model = Annotated[str, typer.Option(help="user model: zoo name | HF model dir | .gguf file | hub id")]
+Deltas = Annotated[list[str], typer.Option("--delta", help="delta directory; repeat to compose several deltas")]
+Alphas = Annotated[list[float], typer.Option(
+    "--alpha", help="delta strength: none (each delta's saved default), one for all, or one per --delta")]
+Maps = Annotated[list[str], typer.Option(
+    "--map", help="token map directory per --delta (`crossmodel map`); '-' = the model's own vocabulary")]
+Rule = Annotated[Optional[str], typer.Option(help="basenormalize | normalize | add (default: the deltas' own)")]
+Chat = Annotated[bool, typer.Option(
+    help="prompt as a user turn: the model's chat template, or the plain 'Question: …\\nAnswer:' format for a "
+         "base model (BOS included); --no-chat continues the raw text")]
