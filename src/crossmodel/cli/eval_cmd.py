@@ -14,8 +14,9 @@ from crossmodel.cli.app import command
 @command("eval")
 def eval_command(
     model: str = typer.Option(..., help="user model: zoo name | HF dir | .gguf file | hub id"),
-    suite: str = typer.Option(..., help="tofu | qa | nll | shift"),
-    data: list[str] = typer.Option(..., help="tofu: TOFU folder or split=FILE (repeat); qa/nll/shift: one file"),
+    suite: str = typer.Option(..., help="tofu | qa | nll | shift | ifeval"),
+    data: list[str] = typer.Option(..., help="tofu: TOFU folder or split=FILE (repeat); qa/nll/shift: one file; "
+                                             "ifeval: the IFEval prompts (input_data.jsonl)"),
     out: Path = typer.Option(..., help="output folder; re-run with the same one to resume"),
     delta: list[str] = typer.Option([], help="delta folder (repeat for several)"),
     alpha: list[float] = typer.Option([], help="strength per delta (or one for all); default: the delta's"),
@@ -23,7 +24,7 @@ def eval_command(
     rule: Optional[str] = typer.Option(None, help="basenormalize | normalize | add (default: the delta's)"),
     format: str = typer.Option("tofu", help="qa/nll/shift file format: tofu | alpaca | chat"),
     limit: Optional[int] = typer.Option(None, help="evaluate the first N items of each split / file"),
-    max_new_tokens: Optional[int] = typer.Option(None, help="generation budget (tofu 200, qa 128)"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="generation budget (tofu 200, qa 128, ifeval 256)"),
     chat: bool = typer.Option(True, help="prompt as a user turn: the model's chat template, or the plain "
                                          "'Question: …\\nAnswer:' format for a base model (BOS included)"),
     batch_size: int = typer.Option(4, help="items per batch"),
@@ -35,26 +36,31 @@ def eval_command(
     model_b: Optional[str] = typer.Option(None, help="shift: the second model"),
     after_b: Optional[str] = typer.Option(None, help="shift: fine-tuned copy of --model-b"),
     shift_map: Optional[str] = typer.Option(None, help="shift: token map from --model to --model-b"),
+    nltk_data: Optional[Path] = typer.Option(None, envvar="NLTK_DATA",
+                                             help="ifeval: folder holding NLTK's tokenizers/punkt_tab (the checker "
+                                                  "never downloads it), e.g. ../shared/data/nltk_data"),
 ) -> None:
     """Evaluate a model (optionally steered by deltas) and write results.json, report.md and plots to OUT."""
     from crossmodel.eval.data import TOFU_SPLITS
     from crossmodel.eval.runner import EvalConfig, run_eval
-    from crossmodel.eval.report import flatten, markdown_table
+    from crossmodel.eval.report import markdown_table, summary_columns
 
     config = EvalConfig(model=model, suite=suite, data=tuple(data), out=str(out), deltas=tuple(delta),
                         alphas=tuple(alpha), maps=tuple(map), rule=rule, format=format, limit=limit,
                         max_new_tokens=max_new_tokens, chat=chat, batch_size=batch_size, forget=forget,
                         splits=tuple(split) or tuple(TOFU_SPLITS),
                         reference=str(reference) if reference else None, baseline=baseline, after=after,
-                        model_b=model_b, after_b=after_b, shift_map=shift_map)
+                        model_b=model_b, after_b=after_b, shift_map=shift_map,
+                        nltk_data=str(nltk_data) if nltk_data else None)
     results = run_eval(config, log=lambda line: typer.echo(line, err=True))
-    typer.echo(markdown_table({n: flatten(s) for n, s in results["variants"].items()}))
+    typer.echo(markdown_table(summary_columns(results["variants"])))
     typer.echo(f"report: {out / 'report.md'}")
 
 
 @command("report")
 def report_command(dirs: list[Path] = typer.Argument(..., help="`crossmodel eval` output folders")) -> None:
-    """Put several evaluation runs side by side in one markdown table."""
+    """Put evaluation runs side by side in one markdown table; IFEval runs (or variants) over the same prompts
+    also get a paired comparison against the first column (McNemar's exact test, difference and SE)."""
     from crossmodel.eval.report import compare_runs
 
     typer.echo(compare_runs(list(dirs)))

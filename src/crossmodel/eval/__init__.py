@@ -1,15 +1,18 @@
-"""crossmodel.eval: metrics, the TOFU and QA suites, logit-shift analysis and reports, for plain and steered models.
+"""crossmodel.eval: metrics, the TOFU, QA and IFEval suites, logit-shift analysis and reports, for plain and steered
+models.
 
-The stage API: pure metrics (`metrics.py`), the `Evaluable` interface and `PlainModel` (`scorer.py`), the suites
-(`run_tofu`, `run_qa`, `compare_shifts`), reports (`render_report`, `compare_runs`) and `run_eval(EvalConfig)`,
-which `crossmodel eval` calls. Formulas and references: docs/EVALUATION.md.
+The stage API: pure metrics (`metrics.py`, `paired.py`), the `Evaluable` interface and `PlainModel` (`scorer.py`),
+the suites (`run_tofu`, `run_qa`, `run_ifeval`, `compare_shifts`), reports (`render_report`, `compare_runs`) and
+`run_eval(EvalConfig)`, which `crossmodel eval` calls. Formulas and references: docs/EVALUATION.md.
 """
 
 from crossmodel.eval.data import TOFU_SPLITS, QAItem, TofuItem, load_qa, load_tofu_split
+from crossmodel.eval.ifeval import IFEvalChecker, IFEvalItem, load_checker, load_ifeval, run_ifeval
 from crossmodel.eval.logit_shift import ShiftPair, compare_shifts, model_logprobs, similarity, steered_logprobs
 from crossmodel.eval.metrics import (answer_probability, harmonic_mean, ks_forget_quality, lcs_length, mean_nll,
                                      normalized_probability, rouge_l_f1, rouge_l_recall, rouge_tokens, truth_ratio,
                                      truth_ratio_score)
+from crossmodel.eval.paired import mcnemar_exact, paired_comparison
 from crossmodel.eval.qa import run_qa
 from crossmodel.eval.report import compare_runs, render_report
 from crossmodel.eval.runner import EvalConfig, run_eval
@@ -17,8 +20,9 @@ from crossmodel.eval.scorer import Evaluable, PlainModel
 from crossmodel.eval.stem import porter_stem
 from crossmodel.eval.tofu import run_tofu, tofu_files
 
-__all__ = ["EvalConfig", "Evaluable", "PlainModel", "QAItem", "ShiftPair", "TOFU_SPLITS", "TofuItem",
-           "answer_probability", "compare_runs", "compare_shifts", "harmonic_mean", "ks_forget_quality",
-           "lcs_length", "load_qa", "load_tofu_split", "mean_nll", "model_logprobs", "normalized_probability",
-           "porter_stem", "render_report", "rouge_l_f1", "rouge_l_recall", "rouge_tokens", "run_eval", "run_qa",
-           "run_tofu", "similarity", "steered_logprobs", "tofu_files", "truth_ratio", "truth_ratio_score"]
+__all__ = ["EvalConfig", "Evaluable", "IFEvalChecker", "IFEvalItem", "PlainModel", "QAItem", "ShiftPair", "TOFU_SPLITS",
+           "TofuItem", "answer_probability", "compare_runs", "compare_shifts", "harmonic_mean", "ks_forget_quality",
+           "lcs_length", "load_checker", "load_ifeval", "load_qa", "load_tofu_split", "mcnemar_exact", "mean_nll",
+           "model_logprobs", "normalized_probability", "paired_comparison", "porter_stem", "render_report",
+           "rouge_l_f1", "rouge_l_recall", "rouge_tokens", "run_eval", "run_ifeval", "run_qa", "run_tofu", "similarity",
+           "steered_logprobs", "tofu_files", "truth_ratio", "truth_ratio_score"]

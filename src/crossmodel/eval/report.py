@@ -2,7 +2,8 @@
 
 A run's `results.json` holds `config`, `suite` and `variants` (e.g. "base": the plain model, "steered": the
 model with its deltas), each variant's summary as the suite returned it. Plots are written with matplotlib's
-non-interactive Agg backend.
+non-interactive Agg backend. IFEval runs also get a per-instruction-type table and plot, and a paired comparison
+(McNemar's exact test on prompt-level loose, `crossmodel.eval.paired`) between variants and between runs.
 """
 
 from __future__ import annotations
@@ -11,10 +12,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+from crossmodel.eval.ifeval import read_responses
+from crossmodel.eval.paired import paired_comparison
 from crossmodel.io import atomic_write_bytes
 
 RESULTS = "results.json"
 REPORT = "report.md"
+DETAIL_KEYS = ("per_instruction_type",)  # in results.json, not in the summary tables (own table and plot)
+PAIRED_OUTCOME = "prompt_loose"  # IFEval's per-prompt outcome the paired test compares
+PAIRED_HEADING = ["## Paired comparison (IFEval prompt-level loose)", "",
+                  "Paired by prompt: McNemar's exact test on the discordant prompts (only A / only B follow every "
+                  "instruction), and B − A with its paired standard error.", ""]
 SPLIT_METRICS = ("rouge_l_recall", "probability", "truth_ratio")
 SPLIT_ORDER = ("forget", "retain", "real_authors", "world_facts")  # TOFU's own order, not alphabetical
 
@@ -35,6 +43,12 @@ def flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[name] = float(value)
     return flat
+
+
+def summary_columns(variants: dict[str, dict], prefix: str = "") -> dict[str, dict[str, float]]:
+    """One table column per variant ("PREFIXvariant"): its flattened summary without the detail keys."""
+    return {f"{prefix}{name}": flatten({k: v for k, v in summary.items() if k not in DETAIL_KEYS})
+            for name, summary in variants.items()}
 
 
 def _fmt(value: float | None) -> str:
@@ -120,6 +134,71 @@ def plot_qa(variants: dict[str, dict], path: Path, title: str | None = None) -> 
     return path
 
 
+def plot_ifeval(variants: dict[str, dict], path: Path) -> Path:
+    """Per instruction type, the fraction of instructions followed (strict and loose), one bar per variant."""
+    kinds = sorted({k for v in variants.values() for k in v["per_instruction_type"]}, reverse=True)
+    height = max(4.0, 0.28 * len(kinds) * max(1, len(variants)) + 1.2)
+    plt, (fig, axes) = _figure(1, 2, figsize=(13, height), sharey=True)
+    width = 0.8 / len(variants)
+    for ax, level in zip(axes, ("strict", "loose")):
+        for k, (name, summary) in enumerate(variants.items()):
+            types = summary["per_instruction_type"]
+            ax.barh([i + k * width for i in range(len(kinds))], [types.get(t, {}).get(level, 0.0) for t in kinds],
+                    width, label=f"{name}: prompt-level strict {summary['prompt_level_strict_acc']:.3f}, "
+                                 f"loose {summary['prompt_level_loose_acc']:.3f}", color=f"C{k}")
+        ax.set_xlim(0, 1)
+        ax.set_title(f"instructions followed, {level}", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(variants), fontsize=8, bbox_to_anchor=(0.5, -0.04))
+    counts = next(iter(variants.values()))["per_instruction_type"]
+    axes[0].set_yticks([i + width * (len(variants) - 1) / 2 for i in range(len(kinds))],
+                       [f"{t} ({counts[t]['n']})" if t in counts else t for t in kinds], fontsize=7)
+    fig.suptitle("IFEval per instruction type (n instructions)", fontsize=11)
+    fig.tight_layout()
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _type_table(variants: dict[str, dict]) -> str:
+    names = list(variants)
+    kinds = sorted({k for v in variants.values() for k in v["per_instruction_type"]})
+    head = ["instruction type", "n", *(f"{n} {level}" for n in names for level in ("strict", "loose"))]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kind in kinds:
+        entries = [variants[n]["per_instruction_type"].get(kind) for n in names]
+        count = next(e["n"] for e in entries if e)
+        cells = [_fmt(e[level]) if e else "–" for e in entries for level in ("strict", "loose")]
+        lines.append("| " + " | ".join([kind, str(count), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def paired_table(outcomes: dict[str, list[dict]]) -> str:
+    """IFEval prompt-level loose: every column after the first against the first, paired by prompt key."""
+    names = list(outcomes)
+    first = {r["key"]: r for r in outcomes[names[0]]}
+    head = ["A", "B", "n", "acc A", "acc B", "B − A", "SE", "only A", "only B", "McNemar p"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes = []
+    for name in names[1:]:
+        other = {r["key"]: r for r in outcomes[name]}
+        if set(other) != set(first) or any(other[k]["prompt"] != first[k]["prompt"] for k in first):
+            notes.append(f"{name} is not paired with {names[0]}: they answered different prompts "
+                         f"({len(other)} and {len(first)}); run both on the same file and --limit")
+            continue
+        keys = sorted(first, key=str)
+        r = paired_comparison([first[k][PAIRED_OUTCOME] for k in keys], [other[k][PAIRED_OUTCOME] for k in keys])
+        lines.append("| " + " | ".join([names[0], name, str(r["n"]), f"{r['accuracy_a']:.3f}",
+                                        f"{r['accuracy_b']:.3f}", f"{r['difference']:+.3f}", f"{r['se']:.3f}",
+                                        str(r["only_a"]), str(r["only_b"]), f"{r['p_mcnemar']:.3g}"]) + " |")
+    return "\n".join(lines if len(lines) > 2 else []) + "".join(f"\n\n{note}" for note in notes)
+
+
+def _ifeval_outcomes(run_dir: Path, variants: dict[str, Any], prefix: str = "") -> dict[str, list[dict]]:
+    found = {name: read_responses(run_dir / name) for name in variants}
+    return {f"{prefix}{name}": records for name, records in found.items() if records}
+
+
 def plot_shift(example: dict[str, Any], path: Path) -> Path:
     """Heatmaps of the two pairs' shifts (likely tokens × aligned positions) and the per-position Pearson r."""
     import numpy as np
@@ -149,8 +228,14 @@ def render_report(out_dir: str | Path) -> Path:
     suite, variants = results["suite"], results["variants"]
     lines = [f"# crossmodel eval: {suite}", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in sorted(results["config"].items()) if v not in (None, [], {})]
-    lines += ["", "## Results", "", markdown_table({n: flatten(s) for n, s in variants.items()}), ""]
-    if suite == "tofu":
+    lines += ["", "## Results", "", markdown_table(summary_columns(variants)), ""]
+    if suite == "ifeval":
+        lines += ["## Per instruction type (fraction followed)", "", _type_table(variants), "",
+                  f"![IFEval per instruction type]({plot_ifeval(variants, out / 'ifeval_types.png').name})"]
+        outcomes = _ifeval_outcomes(out, variants)
+        if len(outcomes) > 1:
+            lines += ["", *PAIRED_HEADING, paired_table(outcomes)]
+    elif suite == "tofu":
         lines.append(f"![TOFU per split]({plot_tofu(variants, out / 'tofu_splits.png').name})")
     elif suite in ("qa", "nll"):
         lines.append(f"![answer NLL and ROUGE]({plot_qa(variants, out / 'qa.png').name})")
@@ -162,13 +247,19 @@ def render_report(out_dir: str | Path) -> Path:
 
 
 def compare_runs(dirs: list[str | Path]) -> str:
-    """One markdown table with a column per run and variant ("DIR:variant"), rows = metrics."""
+    """One markdown table with a column per run and variant ("DIR:variant"), rows = metrics; for IFEval runs
+    over the same prompts, a paired comparison of every column against the first."""
     columns: dict[str, dict[str, float]] = {}
+    outcomes: dict[str, list[dict]] = {}
     for d in dirs:
         path = Path(d) / RESULTS
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: {d} is not a finished `crossmodel eval` output folder")
         results = json.loads(path.read_text(encoding="utf-8"))
-        for variant, summary in results["variants"].items():
-            columns[f"{Path(d).name}:{variant}"] = flatten(summary)
-    return markdown_table(columns, delta=False)
+        columns.update(summary_columns(results["variants"], prefix=f"{Path(d).name}:"))
+        if results["suite"] == "ifeval":
+            outcomes.update(_ifeval_outcomes(Path(d), results["variants"], prefix=f"{Path(d).name}:"))
+    table = markdown_table(columns, delta=False)
+    if len(outcomes) > 1:
+        table += "\n\n" + "\n".join([*PAIRED_HEADING, paired_table(outcomes)])
+    return table

@@ -2,8 +2,8 @@
 write `results.json`, `report.md` and the plots. What `crossmodel eval` calls.
 
 Layout of `out`: run.json (config), <variant>/<part>.json per finished part (variants: "base" = the plain
-model, "steered" = with the deltas), results.json, report.md, *.png. Re-running with the same `out` and config
-skips every finished part.
+model, "steered" = with the deltas; ifeval also writes <variant>/responses.jsonl), results.json, report.md,
+*.png. Re-running with the same `out` and config skips every finished part.
 """
 
 from __future__ import annotations
@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from crossmodel.eval import qa, resume, tofu
+from crossmodel.eval import ifeval, qa, resume, tofu
 from crossmodel.eval.data import TOFU_SPLITS, load_qa
 from crossmodel.eval.report import RESULTS, render_report
 from crossmodel.io import atomic_write_json
 from crossmodel.steer import delta_entries
 from crossmodel.train.data import load_examples
 
-SUITES = ("tofu", "qa", "nll", "shift")
-DEFAULT_NEW_TOKENS = {"tofu": 200, "qa": 128}  # tofu: locuslab's generation.max_length = 200
+SUITES = ("tofu", "qa", "nll", "shift", "ifeval")
+# tofu: locuslab's generation.max_length = 200; ifeval: lm-eval generates up to 1,280 tokens, which costs
+# ~1 CPU-hour per 100 prompts even for a 135M model here; 256 fits most answers (docs/EVALUATION.md)
+DEFAULT_NEW_TOKENS = {"tofu": 200, "qa": 128, "ifeval": 256}
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class EvalConfig:
     """One evaluation run; every field is a CLI flag of `crossmodel eval`."""
 
     model: str = field(metadata={"help": "user model: zoo name | HF dir | GGUF file | hub id"})
-    suite: str = field(metadata={"help": "tofu | qa | nll | shift"})
+    suite: str = field(metadata={"help": "tofu | qa | nll | shift | ifeval"})
     data: tuple[str, ...] = field(metadata={"help": "tofu: a TOFU folder or split=FILE items; else one file"})
     out: str = field(metadata={"help": "output folder (re-use it to resume)"})
     deltas: tuple[str, ...] = ()
@@ -50,6 +52,7 @@ class EvalConfig:
     after_b: str | None = field(default=None, metadata={"help": "shift: fine-tuned copy of the second model"})
     shift_map: str | None = field(default=None, metadata={"help": "shift: token map from model to model_b"})
     top_k: int = 20
+    nltk_data: str | None = field(default=None, metadata={"help": "ifeval: folder with NLTK's punkt_tab data"})
 
     def __post_init__(self):
         if self.suite not in SUITES:
@@ -57,6 +60,8 @@ class EvalConfig:
         if not self.data:
             raise ValueError("no --data given: pass a TOFU folder (tofu) or a QA/instruction file")
         delta_entries(self.deltas, self.alphas, self.maps)  # checks the counts and every alpha, before any load
+        if self.suite in ("qa", "nll", "ifeval") and len(self.data) != 1:
+            raise ValueError(f"suite {self.suite} reads one file; got --data {list(self.data)}")
         if self.limit is not None and self.limit < 1 or self.batch_size < 1:
             raise ValueError(f"limit={self.limit} and batch_size={self.batch_size} must be >= 1")
         if self.suite == "shift" and not (self.model_b and (self.after and self.after_b or self.deltas)):
@@ -107,13 +112,14 @@ def _reference_forget(config: EvalConfig) -> dict | None:
                             "`crossmodel eval --suite tofu` on the retain-only model with that --out first")
 
 
-def _run_suite(config: EvalConfig, model: Any, out: Path) -> dict[str, Any]:
+def _run_suite(config: EvalConfig, model: Any, out: Path, checker: ifeval.IFEvalChecker | None) -> dict[str, Any]:
     if config.suite == "tofu":
         return tofu.run_tofu(model, _tofu_files(config), out, chat=config.chat, max_new_tokens=config.new_tokens(),
                              limit=config.limit, batch_size=config.batch_size,
                              reference_forget=_reference_forget(config))
-    if len(config.data) != 1:
-        raise ValueError(f"suite {config.suite} reads one file; got --data {list(config.data)}")
+    if config.suite == "ifeval":
+        return ifeval.run_ifeval(model, ifeval.load_ifeval(config.data[0], config.limit), out, checker,
+                                 chat=config.chat, max_new_tokens=config.new_tokens(), batch_size=config.batch_size)
     items = load_qa(config.data[0], config.format, config.limit)
     return qa.run_qa(model, items, out, part=config.suite, chat=config.chat, generate=config.suite == "qa",
                      max_new_tokens=config.new_tokens(), batch_size=config.batch_size)["summary"]
@@ -123,6 +129,8 @@ def _announce(config: EvalConfig, log: Callable[[str], None]) -> None:
     """Say how many items each variant will go through, and how to try a few first."""
     if config.suite == "tofu":
         counts = {name: len(load_examples(path, "tofu")) for name, path in _tofu_files(config).items()}
+    elif config.suite == "ifeval":
+        counts = {"ifeval": len(ifeval.load_ifeval(config.data[0]))}
     else:
         counts = {config.suite: len(load_qa(config.data[0], config.format, None))}
     if config.limit:
@@ -146,10 +154,11 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = print) -> dict[str
         results.update(run_shift(config, out))
     else:
         _announce(config, log)
+        checker = ifeval.load_checker(config.nltk_data) if config.suite == "ifeval" else None
         variants = load_variants(config)
         out = resume.start_run(config.out, dataclasses.asdict(config))
         for name, model in variants.items():
-            results["variants"][name] = _run_suite(config, model, out / name)
+            results["variants"][name] = _run_suite(config, model, out / name, checker)
     atomic_write_json(out / RESULTS, results)
     render_report(out)
     return results
