@@ -96,3 +96,12 @@ def test_errors(tmp_path, bpe_tok, bpe_user):
 def test_create_from_plain_namespace_requires_model_and_tokenizer():
     with pytest.raises(ValueError, match="vocabulary_of"):
         DeltaModel.create(vocabulary_of=SimpleNamespace(model=None, tokenizer=None))
+
+
+def test_delta_entries_are_delta_specs_and_steer_takes_specs_and_tuples(char_user, char_delta):
+    from crossmodel.steer import DeltaSpec, delta_entries, steer
+
+    assert delta_entries(["d1", "d2"], [0.5], ["-", "m"]) == [DeltaSpec("d1", 0.5, None), DeltaSpec("d2", 0.5, "m")]
+    as_spec = steer(char_user, deltas=[DeltaSpec(char_delta, 0.25)]).generate(["Hello"], 6)
+    as_tuple = steer(char_user, deltas=[(char_delta, 0.25, None)]).generate(["Hello"], 6)
+    assert as_spec == as_tuple

@@ -18,6 +18,7 @@ from transformers.generation.logits_process import (LogitsProcessorList, Tempera
 
 from crossmodel.steer.combine import combine, get_rule, normalize
 from crossmodel.steer.sync import FullReencodeFeed, ReencodeFeed, TokenFeed, forward_step, position_ids
+from crossmodel.vocab import TokenMap
 
 Picker = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 FEEDS = {"same": TokenFeed, "incremental": ReencodeFeed, "full": FullReencodeFeed}
@@ -30,7 +31,7 @@ class DeltaSlot:
     model: Any
     tokenizer: Any
     alpha: float
-    token_map: Any  # TokenMap, or None for the same vocabulary
+    token_map: TokenMap | None  # None: the delta is in the user's own vocabulary
     user_rows: int  # width of the user model's logits
     fill: float = 0.0  # value for user tokens the map leaves unmapped; 0 as in the reference
     sync: str = "same"  # a key of FEEDS

@@ -9,18 +9,21 @@ Each call receives the ids so far and the user's next-token scores; the processo
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from transformers import LogitsProcessor
 
 from crossmodel.steer.generate import combine_all
 
+if TYPE_CHECKING:  # steered.py imports this module
+    from crossmodel.steer.steered import Steered
+
 
 class CMCLogitsProcessor(LogitsProcessor):
     """Cross-model Control as a `transformers.LogitsProcessor` for one batch of prompts."""
 
-    def __init__(self, steered: Any, prompts: Sequence[str], chat: bool = False):
+    def __init__(self, steered: Steered, prompts: Sequence[str], chat: bool = False):
         self.steered, self.chat = steered, chat
         self.inputs = steered.encode(list(prompts), chat)  # left-padded {input_ids, attention_mask}
         self.delta_prompts = steered.delta_prompt_texts(list(prompts), chat)

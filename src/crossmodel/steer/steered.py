@@ -50,12 +50,25 @@ def _name(obj: Any, fallback: str) -> str:
     return str(getattr(obj, "path", None) or getattr(obj, "name", None) or fallback)
 
 
-def _as_entry(entry: Any) -> tuple[Any, float | None, Any]:
+@dataclass(frozen=True)
+class DeltaSpec:
+    """One delta to attach to a user model: the delta (a DeltaModel or its directory), its strength (None: the
+    delta's saved default) and its token map into the user's vocabulary (a TokenMap or its directory; None: the
+    user's own vocabulary). `steer()` also takes plain (delta, alpha, token_map) tuples."""
+
+    delta: DeltaModel | str | Path
+    alpha: float | None = None
+    token_map: TokenMap | str | Path | None = None
+
+
+def _as_spec(entry: Any) -> DeltaSpec:
+    if isinstance(entry, DeltaSpec):
+        return entry
     if isinstance(entry, (tuple, list)):
         if not 1 <= len(entry) <= 3:
             raise ValueError(f"a delta entry is (delta, alpha, token_map_or_None); got {len(entry)} items")
-        return (*entry, None, None)[:3]
-    return entry, None, None
+        return DeltaSpec(*entry)
+    return DeltaSpec(entry)
 
 
 def _check_prompts(prompts: Sequence[Any]) -> None:
@@ -204,8 +217,8 @@ class Steered:
         return CMCLogitsProcessor(self, prompts, chat=chat)
 
 
-def delta_entries(deltas: Sequence[str], alphas: Sequence[float] = (), maps: Sequence[str] = ()) -> list[tuple]:
-    """(delta dir, alpha | None, map dir | None) triples from parallel flag lists, as `steer` takes them.
+def delta_entries(deltas: Sequence[str], alphas: Sequence[float] = (), maps: Sequence[str] = ()) -> list[DeltaSpec]:
+    """DeltaSpecs from the parallel --delta / --alpha / --map flag lists, as `steer` takes them.
 
     `alphas`: none (each delta's default), one (for all) or one per delta, each checked by `check_alpha`;
     `maps`: none or one per delta, "-" meaning the same vocabulary.
@@ -219,7 +232,7 @@ def delta_entries(deltas: Sequence[str], alphas: Sequence[float] = (), maps: Seq
     alphas = [check_alpha(a, "--alpha") for a in alphas]
     alpha_list = alphas * len(deltas) if len(alphas) == 1 else alphas or [None] * len(deltas)
     map_list = [None if m in ("-", "") else m for m in maps] or [None] * len(deltas)
-    return list(zip(deltas, alpha_list, map_list))
+    return [DeltaSpec(d, a, m) for d, a, m in zip(deltas, alpha_list, map_list)]
 
 
 def token_map_for(user: Any, delta: DeltaModel, mode: str = "normalized") -> Any:
@@ -258,7 +271,7 @@ def _check_pair(user_fp: str, user_tok: Any, delta: Any, token_map: Any, user_ro
 
 def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *, rule: str | None = None,
           fill: float = 0.0, sync: str = "incremental", chat_template: str | None = None) -> Steered:
-    """Attach deltas to a user model: `deltas` = [(DeltaModel | dir, alpha | None, TokenMap | dir | None), ...].
+    """Attach deltas to a user model: `deltas` = [DeltaSpec(delta, alpha, token_map) or such a tuple, ...].
 
     `user_model` is a LoadedModel (or anything with .model/.tokenizer) or an HF model with `tokenizer` given.
     alpha None takes the delta's default; rule None takes the deltas' own (they must agree). `chat_template`
@@ -273,7 +286,8 @@ def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *,
     user_fp = getattr(user_model, "fingerprint", None) or vocab_fingerprint(tokenizer)
     user_rows = logits_rows(model)
     slots, rules = [], set()
-    for delta, alpha, token_map in map(_as_entry, deltas):
+    for spec in map(_as_spec, deltas):
+        delta, alpha, token_map = spec.delta, spec.alpha, spec.token_map
         delta_name = str(delta) if isinstance(delta, (str, Path)) else _name(delta, "DELTA_DIR")
         delta = DeltaModel.load(delta) if isinstance(delta, (str, Path)) else delta
         token_map = TokenMap.load(token_map) if isinstance(token_map, (str, Path)) else token_map
