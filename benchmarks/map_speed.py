@@ -21,7 +21,7 @@ import tracemalloc
 import torch
 
 from crossmodel.vocab import TokenMap, load_vocabulary
-from crossmodel.vocab.cross_family import normalize
+from crossmodel.vocab.cross_family import byte_forms
 from crossmodel.vocab.fetch import fetch_tokenizer
 from crossmodel.vocab.pmmined import SPACE_MARK, is_angle_token
 
@@ -95,7 +95,7 @@ def reference_forms(user, delta, mode: str) -> tuple[list, list, str] | None:
         forms = [None if (t in specials or is_angle_token(t)) else t for t in user.tokens[:user.base_size]]
         return forms, list(delta.tokens), SPACE_MARK
     if mode == "normalized":
-        return normalize(user).forms, normalize(delta).forms, " "
+        return byte_forms(user).forms, byte_forms(delta).forms, " "
     return None  # one-to-many has no reference counterpart
 
 

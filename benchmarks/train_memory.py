@@ -1,6 +1,6 @@
 """Peak memory of one training step (forward + backward) at Gemma-3's 262,144-token vocabulary: the naive step
 (full fp32 [B, T, V] logits of template and delta, combined, log-softmax, cross-entropy) against crossmodel's
-chunked step (crossmodel.train.chunked). Tiny random models of that vocabulary, so the logits dominate.
+chunked step (crossmodel.train.combined). Tiny random models of that vocabulary, so the logits dominate.
 
 Each variant runs in its own subprocess; peak = max RSS during the step minus RSS just before it.
 
@@ -43,7 +43,7 @@ def _step(mode: str, batch: int, length: int, chunk: int) -> dict:
     import torch
 
     from crossmodel.steer.combine import combine
-    from crossmodel.train.chunked import combined_for_batch
+    from crossmodel.train.combined import combined_for_batch
 
     template, delta = _models()
     ids = torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(1))
@@ -75,7 +75,7 @@ def main() -> None:
         print(json.dumps(_step(a.child, a.batch, a.length, a.chunk)))
         return
     rows = []
-    for mode in ("naive", "chunked"):
+    for mode in ("naive", "combined"):
         done = subprocess.run([sys.executable, __file__, "--child", mode, "--batch", str(a.batch), "--length",
                                str(a.length), "--chunk", str(a.chunk)], capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

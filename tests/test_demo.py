@@ -13,7 +13,7 @@ from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT
 from crossmodel.demo import DemoConfig, _train_config, knowledge_table, run_demo, unlearning_table
 from crossmodel.eval.answerers import Answerer, QuestionAnswerer
 from crossmodel.train import StackedTemplate, train_or_reuse
-from crossmodel.train.chunked import hidden_states, output_head
+from crossmodel.train.combined import hidden_states, output_head
 from crossmodel.train.facts import generate_facts
 
 

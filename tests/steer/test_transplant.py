@@ -10,7 +10,7 @@ import torch
 
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.steer.delta import CONFIG_NAME
-from crossmodel.steer.mapped_vocab import vocab_matrices
+from crossmodel.steer.factored import vocab_matrices
 from crossmodel.steer.transplant import (MAP_DIR, ROW_COMBINED, ROW_EXACT, ROW_UNMAPPED, provenance,
                                          save_transplant, transplant, transplant_weights, weights_digest)
 from crossmodel.vocab import TokenMap

@@ -49,7 +49,7 @@ def test_malformed_record_names_file_and_line(tmp_path, fmt, record, match):
     path = write_lines(tmp_path / "bad.jsonl", [good, good, record])
     with pytest.raises(ValueError, match=match) as err:
         load_examples(path, fmt)
-    assert f"bad.jsonl:3" in str(err.value)
+    assert "bad.jsonl:3" in str(err.value)
 
 
 def test_invalid_json_line_and_missing_file_and_unknown_format(tmp_path):

@@ -2,7 +2,6 @@
 unlearns the forget set while keeping the retain set, and a run killed with SIGKILL resumes exactly."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from safetensors.torch import load_file
 from crossmodel.train.config import TrainConfig
 from crossmodel.train.data import Example, encode_examples
 from crossmodel.train.facts import generate_facts
-from crossmodel.train.loop import CHECKPOINT_DIR, CURVE_PNG, LOG_JSON, cosine_with_warmup, evaluate, train, Side
+from crossmodel.train.loop import CHECKPOINT_DIR, CURVE_PNG, LOG_JSON, cosine_with_warmup, evaluate, train, LossData
 from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
 
 HERE = Path(__file__).parent
@@ -52,7 +51,7 @@ def test_sft_moves_every_delta_weight_and_never_the_template(tokenizer, template
 
 def pretrain(model, tokenizer, data, steps=40):
     """Make the tiny template know its data, as a real template knows the facts it should forget or keep."""
-    side = Side("all", data, tokenizer.pad_token_id, None)
+    side = LossData("all", data, tokenizer.pad_token_id, None)
     batch = side.batch(list(range(len(data))))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)  # to NLL ~2 nats: known, not saturated
     model.train()
@@ -70,7 +69,7 @@ def test_grad_diff_unlearns_forget_and_keeps_retain(tokenizer, template, delta, 
     template = pretrain(template.requires_grad_(True), tokenizer, forget + retain)
     cfg = TrainConfig(task="grad_diff", retain="(in memory)", epochs=20, batch_size=5, lr=2e-2, progress=False,
                       save_every=0, warmup_ratio=0.0)
-    start = evaluate(template, delta, [Side("data", forget, 0, None), Side("retain", retain, 0, None)], cfg)
+    start = evaluate(template, delta, [LossData("data", forget, 0, None), LossData("retain", retain, 0, None)], cfg)
     result = train(template, delta, forget, cfg, tmp_path, pad_id=tokenizer.pad_token_id, retain=retain)
     end = result.evals[-1]
     assert end["data_nll"] > start["data_nll"] + 2.0  # forget answers became much less likely

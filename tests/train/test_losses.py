@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crossmodel.train.chunked import combined_for_batch
+from crossmodel.train.combined import combined_for_batch
 from crossmodel.train.data import Example, collate, encode_examples
 from crossmodel.train.facts import generate_facts
 from crossmodel.train.losses import LOSSES, get_loss

@@ -50,7 +50,7 @@ def get_rule(name: str) -> Rule:
 
 def combine(template_logits: torch.Tensor, delta_logits: torch.Tensor, rule: str = "basenormalize",
             alpha: float = 1.0) -> torch.Tensor:
-    """Combined logits (float32) of template and delta under `rule` with strength `alpha`; shapes must match."""
+    """CombinedStats logits (float32) of template and delta under `rule` with strength `alpha`; shapes must match."""
     if template_logits.shape != delta_logits.shape:
         raise ValueError(f"template logits {tuple(template_logits.shape)} and delta logits "
                          f"{tuple(delta_logits.shape)} differ in shape; map the delta into the template's "

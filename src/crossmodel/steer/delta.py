@@ -25,7 +25,7 @@ from crossmodel.io import atomic_directory, atomic_write_json, read_text
 from crossmodel.models.batch import context_length
 from crossmodel.models.load import load_hf_model, load_hf_tokenizer, load_model
 from crossmodel.steer.combine import COMBINE_RULES
-from crossmodel.steer.mapped_vocab import MAP_DIR, factor_vocabulary, logits_rows, mapped_token_map
+from crossmodel.steer.factored import MAP_DIR, factor_vocabulary, logits_rows, mapped_token_map
 from crossmodel.vocab import TokenMap, load_vocabulary
 
 CONFIG_NAME = "crossmodel.json"

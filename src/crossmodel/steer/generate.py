@@ -55,7 +55,7 @@ class DeltaSlot:
         return torch.cat([logits, extra], dim=-1)
 
 
-def combine_all(user_logits: torch.Tensor, delta_logits: list[torch.Tensor], alphas: list[float],
+def combine_deltas(user_logits: torch.Tensor, delta_logits: list[torch.Tensor], alphas: list[float],
                 rule: str) -> torch.Tensor:
     """The user's logits combined with every delta's (already in the user vocabulary) under one rule.
 
@@ -136,7 +136,7 @@ def steered_tokens(user_model: Any, slots: list[DeltaSlot], input_ids: torch.Ten
     ids = input_ids
     for _ in range(max_new_tokens):
         user_logits = out.logits[:, -1].float()  # (B, V_user)
-        z = combine_all(user_logits, [s.to_user(d.to(device)) for s, d in zip(slots, delta_logits)], alphas, rule)
+        z = combine_deltas(user_logits, [s.to_user(d.to(device)) for s, d in zip(slots, delta_logits)], alphas, rule)
         token = pick(ids, z).masked_fill(done, pad_id)  # (B,)
         ids = torch.cat([ids, token[:, None]], dim=-1)
         for b in (~done).nonzero().flatten().tolist():

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from transformers import LogitsProcessor
 
-from crossmodel.steer.generate import combine_all
+from crossmodel.steer.generate import combine_deltas
 
 if TYPE_CHECKING:  # steered.py imports this module
     from crossmodel.steer.steered import Steered
@@ -45,4 +45,4 @@ class CMCLogitsProcessor(LogitsProcessor):
             self.delta_logits = [feed.step(input_ids[:, -1], texts) for feed in self.feeds]
         slots = self.steered.slots
         deltas = [s.to_user(d.to(scores.device)) for s, d in zip(slots, self.delta_logits)]
-        return combine_all(scores, deltas, [s.alpha for s in slots], self.steered.rule)
+        return combine_deltas(scores, deltas, [s.alpha for s in slots], self.steered.rule)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from crossmodel.models.batch import check_context, pad_rows
-from crossmodel.steer.generate import combine_all
+from crossmodel.steer.generate import combine_deltas
 from crossmodel.steer.sync import position_ids
 
 
@@ -70,7 +70,7 @@ def score_batch(steered: Any, prompts: list[str], continuations: list[str], chat
         else:
             raw = _stepped_delta(slot, texts, cont_rows, steered.delta_text, chat, ids, mask)
         deltas.append(slot.to_user(raw.to(user.device)))
-    z = combine_all(user, deltas, [s.alpha for s in steered.slots], steered.rule)  # (B, n_max, V_user)
+    z = combine_deltas(user, deltas, [s.alpha for s in steered.slots], steered.rule)  # (B, n_max, V_user)
     targets = torch.tensor([c + [0] * (keep - 1 - len(c)) for c in cont_rows], device=user.device)  # (B, n_max)
     logp = torch.log_softmax(z, dim=-1).gather(-1, targets[..., None]).squeeze(-1)  # (B, n_max)
     return [logp[b, :n].cpu() for b, n in enumerate(lengths)]

@@ -18,8 +18,8 @@ from crossmodel.models.batch import check_context, pad_id, pad_rows
 from crossmodel.models.prompt import chat_prompt
 from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.delta import DeltaModel, check_alpha, vocab_fingerprint
-from crossmodel.steer.generate import DeltaSlot, combine_all, steered_tokens, token_picker
-from crossmodel.steer.mapped_vocab import logits_rows
+from crossmodel.steer.generate import DeltaSlot, combine_deltas, steered_tokens, token_picker
+from crossmodel.steer.factored import logits_rows
 from crossmodel.steer.processor import CMCLogitsProcessor
 from crossmodel.steer.score import score_batch
 from crossmodel.steer.sync import complete_text, forward_step, position_ids
@@ -199,7 +199,7 @@ class Steered:
 
     @torch.no_grad()
     def logprobs(self, ids: torch.Tensor) -> torch.Tensor:
-        """Combined next-token log-probabilities (T, V_user), float32, at every position of one row of user ids
+        """CombinedStats next-token log-probabilities (T, V_user), float32, at every position of one row of user ids
         (1, T), teacher-forced; every delta must read the user's own tokens (same vocabulary)."""
         if any(slot.sync != "same" for slot in self.slots):
             raise ValueError("full-vocabulary log-probabilities need deltas in the user model's own vocabulary; a "
@@ -210,7 +210,7 @@ class Steered:
         user = forward_step(self.model, ids, mask, positions, last_only=False).logits[0].float()  # (T, V_user)
         deltas = [slot.to_user(forward_step(slot.model, ids, mask, positions, last_only=False).logits[0].float())
                   for slot in self.slots]
-        return combine_all(user, deltas, [s.alpha for s in self.slots], self.rule).log_softmax(-1)
+        return combine_deltas(user, deltas, [s.alpha for s in self.slots], self.rule).log_softmax(-1)
 
     def logits_processor(self, prompts: Sequence[str], chat: bool = False):
         """A `CMCLogitsProcessor` for these prompts; `user_model.generate(**proc.inputs, logits_processor=[proc])`."""

@@ -8,7 +8,7 @@ source row and are flagged in `crossmodel.json`. The transformer blocks are copi
 saved beside the model (`transplant_map/`), so every row's origin can be looked up.
 
 Two layouts: "factored" (default) keeps the source rows and combines them through the map on the fly
-(`mapped_vocab`: the source delta's size and per-step cost); "dense" stores one row per target token.
+(`factored`: the source delta's size and per-step cost); "dense" stores one row per target token.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from crossmodel.models.load import load_tokenizer, logits_width
 from crossmodel.steer.delta import DeltaModel, vocab_fingerprint
-from crossmodel.steer.mapped_vocab import (MAP_DIR, combine_rows, factor_vocabulary, logits_rows, mapped_token_map,
+from crossmodel.steer.factored import (MAP_DIR, mix_rows, factor_vocabulary, logits_rows, mapped_token_map,
                                            row_pieces, vocab_matrices)
 from crossmodel.vocab import TokenMap
 
@@ -66,7 +66,7 @@ def transplant_weights(matrix: torch.Tensor, token_map: Any) -> tuple[torch.Tens
         raise ValueError(f"the source matrix has {matrix.shape[0]} rows but the token map was built for "
                          f"delta_rows={token_map.delta_rows}; rebuild the map against this delta's logits width")
     pieces, weights = row_pieces(token_map)
-    return combine_rows(matrix.detach().float(), pieces, weights).to(matrix.dtype), _origins(token_map, pieces)
+    return mix_rows(matrix.detach().float(), pieces, weights).to(matrix.dtype), _origins(token_map, pieces)
 
 
 def _origins(token_map: Any, pieces: torch.Tensor) -> torch.Tensor:
@@ -163,7 +163,7 @@ def transplant(delta: DeltaModel | str | Path, to: Any, *, mode: str = "one-to-m
     embed, head_weight, head_bias = vocab_matrices(delta.model)  # dense, also for a factored source
     pieces, weights = row_pieces(token_map)
     if layout == "dense":
-        embed, head_weight, head_bias = (None if m is None else combine_rows(m.detach().float(), pieces, weights)
+        embed, head_weight, head_bias = (None if m is None else mix_rows(m.detach().float(), pieces, weights)
                                          for m in (embed, head_weight, head_bias))
     # dense: an HF model in the target vocabulary; factored: one in the source vocabulary, mapped on the fly
     model = _rebuilt(delta.model, embed.shape[0], tokenizer if layout == "dense" else None)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the module of this stage that defines it
 _HOMES = {
-    **dict.fromkeys(["Combined", "combined_for_batch", "loss_positions", "output_head"], "chunked"),
+    **dict.fromkeys(["CombinedStats", "combined_for_batch", "loss_positions", "output_head"], "combined"),
     **dict.fromkeys(["TrainConfig"], "config"),
     **dict.fromkeys(["FORMATS", "Batch", "Encoded", "Example", "collate", "encode_examples", "load_examples",
                      "with_idk_answers"], "data"),
@@ -26,7 +26,7 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 if TYPE_CHECKING:
-    from crossmodel.train.chunked import Combined, combined_for_batch, loss_positions, output_head  # noqa: F401
+    from crossmodel.train.combined import CombinedStats, combined_for_batch, loss_positions, output_head  # noqa: F401
     from crossmodel.train.config import TrainConfig  # noqa: F401
     from crossmodel.train.data import (FORMATS, Batch, Encoded, Example, collate, encode_examples,  # noqa: F401
                                        load_examples, with_idk_answers)

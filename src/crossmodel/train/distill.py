@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from crossmodel.models.batch import pad_id, pad_rows
-from crossmodel.train.chunked import hidden_states, output_head
+from crossmodel.train.combined import hidden_states, output_head
 from crossmodel.train.data import FORMATS, load_examples
 from crossmodel.vocab.token_map import REDUCTIONS
 

@@ -19,9 +19,9 @@ from typing import Callable
 import torch
 
 from crossmodel.io import atomic_write_bytes, atomic_write_json
-from crossmodel.steer.mapped_vocab import logits_rows
+from crossmodel.steer.factored import logits_rows
 from crossmodel.train.checkpoint import check_resumable, load_checkpoint, read_state, save_checkpoint
-from crossmodel.train.chunked import Combined, combined_for_batch
+from crossmodel.train.combined import CombinedStats, combined_for_batch
 from crossmodel.train.config import TrainConfig
 from crossmodel.train.data import Batch, Encoded, collate
 from crossmodel.train.losses import get_loss
@@ -62,7 +62,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-class Side:
+class LossData:
     """One data set in the loop (training/forget or retain): examples, and its template cache if any."""
 
     def __init__(self, name: str, encoded: list[Encoded], pad_id: int, cache: TemplateCache | None):
@@ -71,7 +71,7 @@ class Side:
     def batch(self, index: list[int]) -> Batch:
         return collate([self.encoded[i] for i in index], index, self.pad_id)
 
-    def combined(self, template, delta, batch: Batch, cfg: TrainConfig, grad: bool = True) -> Combined:
+    def combined(self, template, delta, batch: Batch, cfg: TrainConfig, grad: bool = True) -> CombinedStats:
         rows = None
         if self.cache is not None:
             cached = self.cache.rows_for(batch.index)  # (N, V) in the cache dtype
@@ -101,7 +101,7 @@ def _use_cache(template, sets: list[list[Encoded]], cfg: TrainConfig, out: Path,
 
 
 def _sides(template, data: list[Encoded], retain: list[Encoded] | None, cfg: TrainConfig, out: Path,
-           pad_id: int, log: Log) -> tuple[Side, Side | None]:
+           pad_id: int, log: Log) -> tuple[LossData, LossData | None]:
     cached = _use_cache(template, [data, retain or []], cfg, out, log)
 
     def side(name, encoded):
@@ -109,13 +109,13 @@ def _sides(template, data: list[Encoded], retain: list[Encoded] | None, cfg: Tra
         if cached:
             cache = TemplateCache.build(template, encoded, out / CACHE_DIR / name, pad_id=pad_id,
                                         batch_size=cfg.batch_size, dtype=cfg.cache_dtype)
-        return Side(name, encoded, pad_id, cache)
+        return LossData(name, encoded, pad_id, cache)
 
     return side("data", data), (side("retain", retain) if retain else None)
 
 
 @torch.no_grad()
-def evaluate(template, delta, sides: list[Side], cfg: TrainConfig) -> dict[str, float]:
+def evaluate(template, delta, sides: list[LossData], cfg: TrainConfig) -> dict[str, float]:
     """Mean token NLL of the combined model on each side's whole set."""
     was_training = delta.training
     delta.eval()
@@ -149,7 +149,7 @@ def plot_loss_curve(history: list[dict], evals: list[dict], path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _optimizer_step(template, delta, main: Side, retain: Side | None, micro: list[list[int]],
+def _optimizer_step(template, delta, main: LossData, retain: LossData | None, micro: list[list[int]],
                     retain_micro: list | None, cfg: TrainConfig, optimizer, scheduler) -> dict:
     """Accumulate gradients over the micro-batches, clip, step; return the step's log entry."""
     loss_fn, losses, tokens = get_loss(cfg.task), [], 0

@@ -1,5 +1,5 @@
 """Training losses on the combined model (DESIGN.md §1), one function per loss, all with the same shape:
-`loss(combined, retain=None, *, beta) -> scalar Tensor`, where `combined` is the `chunked.Combined` view of the
+`loss(combined, retain=None, *, beta) -> scalar Tensor`, where `combined` is the `chunked.CombinedStats` view of the
 main batch (the data set for `sft`, the forget set for unlearning) and `retain` that of a retain batch.
 
 The unlearning losses follow TOFU (Maini et al. 2024, "TOFU: A Task of Fictitious Unlearning for LLMs", §4 and
@@ -15,53 +15,53 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from crossmodel.train.chunked import Combined
+from crossmodel.train.combined import CombinedStats
 
 NPO_BETA = 0.1  # Zhang et al. 2024, TOFU experiments (§5.1): beta = 0.1
 
 Loss = Callable[..., torch.Tensor]
 
 
-def _nll(combined: Combined) -> torch.Tensor:
+def _nll(combined: CombinedStats) -> torch.Tensor:
     """Mean cross-entropy of the combined model on the batch's response tokens."""
     return -combined.logprob().mean()
 
 
-def _need_retain(retain: Combined | None, task: str) -> Combined:
+def _need_retain(retain: CombinedStats | None, task: str) -> CombinedStats:
     if retain is None:
         raise ValueError(f"the {task!r} loss needs a retain set; pass --retain FILE")
     return retain
 
 
-def sft(combined: Combined, retain: Combined | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
+def sft(combined: CombinedStats, retain: CombinedStats | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
     """Supervised fine-tuning: CE of the combined model on the response tokens."""
     return _nll(combined)
 
 
-def grad_ascent(combined: Combined, retain: Combined | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
+def grad_ascent(combined: CombinedStats, retain: CombinedStats | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
     """Gradient ascent on the forget set: −CE(forget)."""
     return -_nll(combined)
 
 
-def grad_diff(combined: Combined, retain: Combined | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
+def grad_diff(combined: CombinedStats, retain: CombinedStats | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
     """Gradient difference: −CE(forget) + CE(retain)."""
     return -_nll(combined) + _nll(_need_retain(retain, "grad_diff"))
 
 
-def kl(combined: Combined, retain: Combined | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
+def kl(combined: CombinedStats, retain: CombinedStats | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
     """−CE(forget) + KL(template ‖ combined) on the retain set: the template (the model before unlearning)
     plays TOFU's oracle, so the retain distribution is pulled back to where it started."""
     return -_nll(combined) + _need_retain(retain, "kl").kl().mean()
 
 
-def idk(combined: Combined, retain: Combined | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
+def idk(combined: CombinedStats, retain: CombinedStats | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
     """CE toward refusal answers (`combined` is built on the forget prompts with `data.with_idk_answers`),
     plus CE(retain) when a retain set is given, as in TOFU's idk."""
     loss = _nll(combined)
     return loss if retain is None else loss + _nll(retain)
 
 
-def npo(combined: Combined, retain: Combined | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
+def npo(combined: CombinedStats, retain: CombinedStats | None = None, *, beta: float = NPO_BETA) -> torch.Tensor:
     """Negative Preference Optimization: −(2/β) · mean_seq log σ(−β · log(π_θ(y|x) / π_ref(y|x))), with
     log π(y|x) the sum of token log-probs of the answer and π_ref the frozen template (what the combined model is
     when the delta's logits are constant). With a retain set this is NPO+RT (+ CE(retain), Zhang et al. §5)."""

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import torch
 
 from crossmodel.steer.combine import get_rule
-from crossmodel.train.chunked import output_head
+from crossmodel.train.combined import output_head
 
 
 class _Trunk(torch.nn.Module):

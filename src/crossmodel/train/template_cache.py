@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from crossmodel.io import atomic_directory, atomic_write_json
-from crossmodel.train.chunked import live_template_rows, loss_positions
+from crossmodel.train.combined import live_template_rows, loss_positions
 from crossmodel.train.data import Encoded, collate
 from crossmodel.train.templates import IGNORE_INDEX
 

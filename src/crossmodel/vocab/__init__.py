@@ -2,7 +2,7 @@
 
 from crossmodel.vocab.cross_family import build_normalized_map
 from crossmodel.vocab.fetch import KNOWN_TOKENIZERS, fetch_tokenizer
-from crossmodel.vocab.mappers import MAPPERS
+from crossmodel.vocab.map_modes import MAPPERS
 from crossmodel.vocab.one_to_many import build_one_to_many_map
 from crossmodel.vocab.pmmined import build_cmc_map, pm_mined
 from crossmodel.vocab.reference_io import export_reference, import_reference

@@ -9,7 +9,7 @@ from typing import Any
 
 from crossmodel.vocab.cross_family import FALLBACKS
 from crossmodel.vocab.fetch import KNOWN_TOKENIZERS, fetch_tokenizer
-from crossmodel.vocab.mappers import MAPPERS
+from crossmodel.vocab.map_modes import MAPPERS
 from crossmodel.vocab.reference_io import export_reference
 from crossmodel.vocab.token_map import REDUCTIONS, TokenMap
 from crossmodel.vocab.vocabulary import Vocabulary, load_vocabulary

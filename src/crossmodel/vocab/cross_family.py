@@ -23,7 +23,7 @@ SPACE = " "  # the bare space, in the latin-1 string view of bytes used below
 
 
 @dataclass(frozen=True)
-class Normalized:
+class ByteForms:
     """A vocabulary on the common surface: each token's bytes as a latin-1 string (None = not text)."""
 
     forms: list[str | None]  # candidates for text matching (special tokens: None)
@@ -31,7 +31,7 @@ class Normalized:
     index: dict[str, int]  # form -> id: regular pieces before byte tokens, then the lowest id
 
 
-def normalize(vocab: Vocabulary) -> Normalized:
+def byte_forms(vocab: Vocabulary) -> ByteForms:
     """Byte forms of every token (as latin-1 strings, so str operations act on bytes)."""
     forms: list[str | None] = []
     for i, tok in enumerate(vocab.tokens):
@@ -44,7 +44,7 @@ def normalize(vocab: Vocabulary) -> Normalized:
     for i, f in enumerate(forms):  # byte tokens only fill the forms no regular piece has
         if f and f not in index:
             index[f] = i
-    return Normalized(forms=forms, added_only=added_only, index=index)
+    return ByteForms(forms=forms, added_only=added_only, index=index)
 
 
 def map_special(user: Vocabulary, delta: Vocabulary) -> dict[int, int]:
@@ -66,7 +66,7 @@ def map_special(user: Vocabulary, delta: Vocabulary) -> dict[int, int]:
     return out
 
 
-def _fallback_ids(user_forms: list[str | None], target: Normalized, delta: Vocabulary, fallback: str,
+def _fallback_ids(user_forms: list[str | None], target: ByteForms, delta: Vocabulary, fallback: str,
                   rows: np.ndarray) -> np.ndarray:
     """Delta ids for user rows PM-MinED left without a candidate (−1 where the fallback finds none either)."""
     if fallback == "unk":
@@ -79,7 +79,7 @@ def build_normalized_arrays(user: Vocabulary, delta: Vocabulary, fallback: str =
     """ids / match / distance over the full user vocabulary (added tokens included)."""
     if fallback not in FALLBACKS:
         raise ValueError(f"unknown fallback {fallback!r}; choose one of {FALLBACKS}")
-    src, dst = normalize(user), normalize(delta)
+    src, dst = byte_forms(user), byte_forms(delta)
     text_forms = [None if a else f for f, a in zip(src.forms, src.added_only)]
     ids, match, distance = pm_mined(text_forms, dst.forms, bare=SPACE, delta_index=dst.index)
     for row in np.flatnonzero(src.added_only):  # added text tokens: exact bytes only

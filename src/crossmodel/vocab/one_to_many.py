@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from crossmodel.vocab.cross_family import map_special, normalize
+from crossmodel.vocab.cross_family import byte_forms, map_special
 from crossmodel.vocab.token_map import REDUCTIONS, TokenMap
 from crossmodel.vocab.vocabulary import Vocabulary
 
@@ -38,7 +38,7 @@ def build_one_to_many_arrays(user: Vocabulary, delta: Vocabulary, max_pieces: in
         raise ValueError(f"max_pieces must be >= 1, got {max_pieces}")
     if not 0.0 < decay <= 1.0:
         raise ValueError(f"decay must be in (0, 1], got {decay}")
-    src, dst = normalize(user), normalize(delta)
+    src, dst = byte_forms(user), byte_forms(delta)
     longest = max((len(f) for f in dst.index), default=1)
     special = map_special(user, delta)
     rows: list[list[int]] = []

@@ -104,8 +104,8 @@ class TokenMap:
     def build(cls, user: Any, delta: Any, mode: str = "cmc", user_rows: int | None = None,
               delta_rows: int | None = None, **options: Any) -> TokenMap:
         """Build a map with one of `MAPPERS` ("cmc", "normalized", "one-to-many") from two tokenizers."""
-        # imported here, not at the top: the mappers build TokenMaps, so mappers.py imports this module (a cycle)
-        from crossmodel.vocab.mappers import MAPPERS
+        # imported here, not at the top: the mappers build TokenMaps, so map_modes.py imports this module (a cycle)
+        from crossmodel.vocab.map_modes import MAPPERS
 
         if mode not in MAPPERS:
             raise ValueError(f"unknown map mode {mode!r}; choose one of {sorted(MAPPERS)}")

@@ -41,7 +41,7 @@ def row_pieces(token_map: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return pieces, weights
 
 
-def combine_rows(source: torch.Tensor, pieces: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def mix_rows(source: torch.Tensor, pieces: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Target rows from source rows (V_source, ...): row i = sum_k weights[i, k] * source[pieces[i, k]], with
     piece V_source standing for the mean source row. A single piece of weight 1 is copied bit for bit."""
     table = torch.cat([source, source.mean(0, keepdim=True)])  # (V_source + 1, ...)
@@ -85,7 +85,7 @@ class MappedEmbedding(nn.Module):
 
     def dense(self) -> torch.Tensor:
         """The (V_target, d_model) matrix this module stands for."""
-        return combine_rows(self.weight.detach(), self.pieces, self.piece_weights)
+        return mix_rows(self.weight.detach(), self.pieces, self.piece_weights)
 
 
 class MappedHead(nn.Module):
@@ -109,8 +109,8 @@ class MappedHead(nn.Module):
 
     def dense(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The (V_target, d_model) weight and (V_target,) bias this module stands for."""
-        bias = None if self.bias is None else combine_rows(self.bias.detach(), self.pieces, self.piece_weights)
-        return combine_rows(self.weight.detach(), self.pieces, self.piece_weights), bias
+        bias = None if self.bias is None else mix_rows(self.bias.detach(), self.pieces, self.piece_weights)
+        return mix_rows(self.weight.detach(), self.pieces, self.piece_weights), bias
 
 
 def factor_vocabulary(model: nn.Module, token_map: Any) -> nn.Module:

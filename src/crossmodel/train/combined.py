@@ -4,7 +4,7 @@
 The delta's hidden states are computed once for the batch; then, for each chunk of loss positions, the delta's
 output head, the template's log-probabilities, the combination and the log-softmax run inside an activation
 checkpoint, so only one chunk's [chunk, vocab] tensors are alive at a time, in the forward and in the backward.
-`Combined` is what every loss in `losses.py` receives.
+`CombinedStats` is what every loss in `losses.py` receives.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ RowsFn = Callable[[int, int], torch.Tensor]  # (start, end) -> template log-prob
 def output_head(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """hidden → logits exactly as `model`'s own forward computes them from its last hidden state: its output
     embedding, then the final-logit soft-capping of models that declare one (Gemma 2/3). Pinned against
-    `model(...).logits` by tests/train/test_chunked.py."""
+    `model(...).logits` by tests/train/test_combined.py."""
     head = model.get_output_embeddings()
     cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
 
@@ -49,7 +49,7 @@ def loss_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return rows, cols, nxt[rows, cols]
 
 
-class Combined:
+class CombinedStats:
     """Lazy per-position statistics of the combined model on N loss positions of one batch.
 
     `logprob()` (log p_combined of each target), `kl()` (KL(template ‖ combined) at each position) and
@@ -141,11 +141,11 @@ def live_template_rows(template: torch.nn.Module, input_ids: torch.Tensor, atten
 
 def combined_for_batch(delta: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        labels: torch.Tensor, template_rows: RowsFn | None = None,
-                       template: torch.nn.Module | None = None, **options) -> Combined:
-    """The `Combined` view of one batch: delta trunk once, then chunked head/combine/log-softmax.
+                       template: torch.nn.Module | None = None, **options) -> CombinedStats:
+    """The `CombinedStats` view of one batch: delta trunk once, then chunked head/combine/log-softmax.
 
     Template rows come from `template_rows` (e.g. a TemplateCache) or, if None, from `template` directly.
-    `options` go to `Combined` (rule, alpha, chunk_size, use_checkpoint).
+    `options` go to `CombinedStats` (rule, alpha, chunk_size, use_checkpoint).
     """
     rows, cols, targets = loss_positions(labels)
     if template_rows is None:
@@ -153,4 +153,4 @@ def combined_for_batch(delta: torch.nn.Module, input_ids: torch.Tensor, attentio
             raise ValueError("pass either template_rows (a cache) or the template model")
         template_rows = live_template_rows(template, input_ids, attention_mask, rows, cols)
     delta_hidden = hidden_states(delta, input_ids, attention_mask)[rows, cols]  # (N, H_delta)
-    return Combined(delta_hidden, output_head(delta), template_rows, targets, rows, labels.shape[0], **options)
+    return CombinedStats(delta_hidden, output_head(delta), template_rows, targets, rows, labels.shape[0], **options)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import Gemma3TextConfig, Gemma3ForCausalLM
 
-from crossmodel.train.chunked import combined_for_batch, hidden_states, loss_positions, output_head
+from crossmodel.train.combined import combined_for_batch, hidden_states, loss_positions, output_head
 from crossmodel.train.data import Example, collate, encode_examples
 from crossmodel.train.facts import generate_facts
 from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE

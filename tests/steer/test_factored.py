@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from crossmodel.steer.mapped_vocab import MappedEmbedding, MappedHead, combine_rows, factor_vocabulary, row_pieces
+from crossmodel.steer.factored import MappedEmbedding, MappedHead, mix_rows, factor_vocabulary, row_pieces
 from crossmodel.vocab import TokenMap
 
 CSR = dict(indptr=torch.tensor([0, 1, 3, 3, 5]), indices=torch.tensor([2, 0, 1, 4, 3]),
@@ -24,9 +24,9 @@ def test_row_pieces_normalise_pad_and_point_unmapped_rows_at_the_mean():
     assert pieces.tolist() == [[2], [0], [5], [4]] and weights.flatten().tolist() == [1.0] * 4
 
 
-def test_combine_rows_copies_single_pieces_and_averages_the_rest():
+def test_mix_rows_copies_single_pieces_and_averages_the_rest():
     source = torch.randn(5, 3)
-    rows = combine_rows(source, *row_pieces(_map(**CSR)))
+    rows = mix_rows(source, *row_pieces(_map(**CSR)))
     assert torch.equal(rows[0], source[2])  # one piece of weight 1: bit for bit
     assert torch.allclose(rows[1], 0.75 * source[0] + 0.25 * source[1])
     assert torch.allclose(rows[2], source.mean(0)) and torch.allclose(rows[3], (source[3] + source[4]) / 2)
