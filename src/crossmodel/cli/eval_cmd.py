@@ -9,24 +9,24 @@ from typing import Optional
 import typer
 
 from crossmodel.cli.app import command
+from crossmodel.cli.options import Alphas, Chat, Deltas, Maps, Model, Rule
 
 
 @command("eval")
 def eval_command(
-    model: str = typer.Option(..., help="user model: zoo name | HF dir | .gguf file | hub id"),
+    model: Model,
     suite: str = typer.Option(..., help="tofu | qa | nll | shift | ifeval"),
     data: list[str] = typer.Option(..., help="tofu: TOFU folder or split=FILE (repeat); qa/nll/shift: one file; "
                                              "ifeval: the IFEval prompts (input_data.jsonl)"),
     out: Path = typer.Option(..., help="output folder; re-run with the same one to resume"),
-    delta: list[str] = typer.Option([], help="delta folder (repeat for several)"),
-    alpha: list[float] = typer.Option([], help="strength per delta (or one for all); default: the delta's"),
-    map: list[str] = typer.Option([], "--map", help="token map folder per --delta ('-' = same vocabulary)"),
-    rule: Optional[str] = typer.Option(None, help="basenormalize | normalize | add (default: the delta's)"),
+    delta: Deltas = [],
+    alpha: Alphas = [],
+    map: Maps = [],
+    rule: Rule = None,
     format: str = typer.Option("tofu", help="qa/nll/shift file format: tofu | alpaca | chat"),
     limit: Optional[int] = typer.Option(None, help="evaluate the first N items of each split / file"),
     max_new_tokens: Optional[int] = typer.Option(None, help="generation budget (tofu 200, qa 128, ifeval 256)"),
-    chat: bool = typer.Option(True, help="prompt as a user turn: the model's chat template, or the plain "
-                                         "'Question: …\\nAnswer:' format for a base model (BOS included)"),
+    chat: Chat = True,
     batch_size: int = typer.Option(4, help="items per batch"),
     forget: str = typer.Option("forget10", help="tofu forget set: forget01 | forget05 | forget10"),
     split: list[str] = typer.Option([], help="tofu splits to run (default: all four)"),
