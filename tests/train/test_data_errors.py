@@ -25,14 +25,6 @@ def test_a_bom_is_accepted_and_latin1_is_named(tmp_path):
         load_examples(latin1)
 
 
-@pytest.fixture
-def template_dir(tmp_path, tokenizer, template):
-    path = tmp_path / "template"
-    template.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("content, words", [
     (json.dumps(RECORD) + '\n{"question": "x", "answer": \n', ["bad.jsonl:2", "not valid JSON"]),
     ("", ["bad.jsonl holds no records"]),
