@@ -216,6 +216,16 @@ def test_steered_at_alpha_zero_answers_as_plain(tmp_path, checker, items, user, 
     assert (tmp_path / "plain" / "responses.jsonl").read_text() == (tmp_path / "zero" / "responses.jsonl").read_text()
 
 
+def test_transplanted_delta_steers_the_suite(tmp_path, checker, items, user, tok):
+    from crossmodel.steer import transplant
+
+    target = SimpleNamespace(model=user, tokenizer=tok, name="tiny")
+    source = DeltaModel.create(vocabulary_of=make_tokenizer(vocab_size=280), layers=1, d_model=32, heads=2, seed=1)
+    moved, _ = transplant(source, target)  # now a delta in the user's own vocabulary: no map
+    summary = run_ifeval(steer(target, deltas=[(moved, 1.0, None)]), items, tmp_path, checker, max_new_tokens=5)
+    assert summary["prompts"] == 3 and len((tmp_path / "responses.jsonl").read_text().splitlines()) == 3
+
+
 # ---- CLI end to end, report and paired test -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory, user, tok):
