@@ -105,3 +105,11 @@ def test_delta_entries_are_delta_specs_and_steer_takes_specs_and_tuples(char_use
     as_spec = steer(char_user, deltas=[DeltaSpec(char_delta, 0.25)]).generate(["Hello"], 6)
     as_tuple = steer(char_user, deltas=[(char_delta, 0.25, None)]).generate(["Hello"], 6)
     assert as_spec == as_tuple
+
+
+def test_steer_takes_a_bare_hf_model_with_its_tokenizer(char_user, char_delta):
+    from crossmodel.steer import steer
+
+    bare = steer(char_user.model, tokenizer=char_user.tokenizer, deltas=[(char_delta, 1.0, None)])
+    assert bare.model is char_user.model  # not the Llama trunk behind `.model`
+    assert bare.generate(["Hello"], 6) == steer(char_user, deltas=[(char_delta, 1.0, None)]).generate(["Hello"], 6)

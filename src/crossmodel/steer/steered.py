@@ -7,12 +7,13 @@ same combination and sync as generation) and `logits_processor` for `user_model.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import math
 import torch
+from transformers import PreTrainedModel
 
 from crossmodel.models.batch import check_context, pad_id, pad_rows
 from crossmodel.models.prompt import chat_prompt
@@ -278,7 +279,8 @@ def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *,
     replaces the user tokenizer's own for chat=True (needed for base models that ship none).
     """
     config = SteerConfig(rule=rule, fill=fill, sync=sync)
-    model = getattr(user_model, "model", user_model)
+    # an HF model is used as it is (Llama-style models have a `.model` of their own: the trunk, not a wrapper)
+    model = user_model if isinstance(user_model, PreTrainedModel) else getattr(user_model, "model", user_model)
     tokenizer = tokenizer or getattr(user_model, "tokenizer", None)
     if tokenizer is None:
         raise ValueError("steer() needs the user model's tokenizer: pass a LoadedModel or tokenizer=")
