@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +30,7 @@ from crossmodel.eval.data import QAItem
 from crossmodel.eval.qa import run_qa, summarize_qa
 from crossmodel.eval.report import markdown_table, plot_qa
 from crossmodel.io import atomic_write_bytes, atomic_write_json
-from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT, ZOO, is_pulled, load_model, pull, resolve, slug
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT, ZOO, is_pulled, load_model, resolve, slug
 from crossmodel.steer import DeltaModel, steer, token_map_for
 from crossmodel.train import StackedTemplate, TrainConfig, generate_facts, train_or_reuse
 from crossmodel.vocab import MAPPERS, TokenMap
@@ -36,6 +40,7 @@ USER_MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-inst
 VARIANTS = ("before", "knowledge", "knowledge+unlearn")
 PLOT_BARS = [("before", "before", "all"), ("+K", "knowledge", "all"), ("+K\nforget", "knowledge", "forget"),
              ("+K+U\nforget", "knowledge+unlearn", "forget"), ("+K+U\nretain", "knowledge+unlearn", "retain")]
+_LOADING = threading.Lock()
 RESULTS, REPORT, FACTS, FORGET, RETAIN = "results.json", "report.md", "facts.jsonl", "forget.jsonl", "retain.jsonl"
 
 
@@ -102,7 +107,8 @@ def _subset(records: list[dict], index: range) -> dict[str, float]:
 def evaluate_model(spec: str, deltas: dict[str, DeltaModel], items: list[QAItem], n_forget: int, cfg: DemoConfig,
                    out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     """One user model: plain, + knowledge delta, + both deltas; summaries on all / forget / retain facts."""
-    user = load_model(spec)
+    with _LOADING:  # transformers' loading is not thread-safe (tied heads come out untied): one load at a time
+        user = load_model(spec)
     by_vocab: dict[str, TokenMap | None] = {}  # both deltas share the template's vocabulary: one map
     for d in deltas.values():
         if d.config.vocab_fingerprint not in by_vocab:
@@ -205,9 +211,13 @@ def _needs_pull(spec: str) -> bool:
 
 
 def _pull_quietly(spec: str, log: Callable[[str], None]) -> None:
-    """Pull a zoo model without progress bars (they would cut through the training bar); say when it is done."""
+    """Pull a zoo model in a child process, quietly (its bars would cut through the training bar; its transformers
+    loading must not share a process with the training, which is not thread-safe); say when it is done."""
     start = time.time()
-    pull(spec, progress=False)
+    done = subprocess.run([sys.executable, "-m", "crossmodel", "zoo", "pull", spec], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode != 0:
+        raise RuntimeError(f"pulling {spec} failed: {done.stderr.strip().splitlines()[-1] if done.stderr else ''}")
     log(f"  {spec} pulled and converted in the background ({time.time() - start:.0f} s)")
 
 

@@ -21,6 +21,7 @@ from crossmodel.steer import delta_entries
 from crossmodel.train.data import load_examples
 
 SUITES = ("tofu", "qa", "nll", "shift", "ifeval")
+DTYPES = ("float32", "bfloat16")  # the user model's weights; bfloat16 is ~2x faster on CPUs with AVX512-BF16
 # tofu: locuslab's generation.max_length = 200; ifeval: lm-eval generates up to 1,280 tokens, which costs
 # ~1 CPU-hour per 100 prompts even for a 135M model here; 256 fits most answers (docs/EVALUATION.md)
 DEFAULT_NEW_TOKENS = {"tofu": 200, "qa": 128, "ifeval": 256}
@@ -53,10 +54,14 @@ class EvalConfig:
     shift_map: str | None = field(default=None, metadata={"help": "shift: token map from model to model_b"})
     top_k: int = 20
     nltk_data: str | None = field(default=None, metadata={"help": "ifeval: folder with NLTK's punkt_tab data"})
+    dtype: str = field(default="float32", metadata={"help": "the user model's dtype: float32 | bfloat16 (deltas "
+                                                            "stay float32)"})
 
     def __post_init__(self):
         if self.suite not in SUITES:
             raise ValueError(f"suite={self.suite!r}; choose one of {', '.join(SUITES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if not self.data:
             raise ValueError("no --data given: pass a TOFU folder (tofu) or a QA/instruction file")
         delta_entries(self.deltas, self.alphas, self.maps)  # checks the counts and every alpha, before any load
@@ -68,16 +73,23 @@ class EvalConfig:
             raise ValueError("suite=shift needs --model-b and either --after and --after-b (fine-tuned copies) or "
                              "--delta (the steered models are the 'after' side)")
 
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide a run's results (what `run.json` records and a resume must match): every
+        field but where the NLTK data is read from."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "nltk_data"}
+
     def new_tokens(self) -> int:
         return self.max_new_tokens or DEFAULT_NEW_TOKENS.get(self.suite, 128)
 
 
 def load_variants(config: EvalConfig) -> dict[str, Any]:
     """The evaluated models by variant name: "base" (plain) and/or "steered" (with the deltas)."""
+    import torch
+
     from crossmodel.eval.scorer import PlainModel
     from crossmodel.models import load_model
 
-    loaded = load_model(config.model)
+    loaded = load_model(config.model, dtype=getattr(torch, config.dtype))
     variants: dict[str, Any] = {}
     if config.baseline or not config.deltas:
         variants["base"] = PlainModel(loaded.model, loaded.tokenizer, batch_size=config.batch_size)
@@ -145,18 +157,19 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = print) -> dict[str
 
     Everything is checked and loaded before `<out>/run.json` is written, so a failed start leaves nothing behind.
     """
-    resume.check_run(config.out, dataclasses.asdict(config))
+    identity = config.identity()
+    resume.check_run(config.out, identity)
     results: dict[str, Any] = {"config": dataclasses.asdict(config), "suite": config.suite, "variants": {}}
     if config.suite == "shift":
         from crossmodel.eval.shift_run import run_shift
 
-        out = resume.start_run(config.out, dataclasses.asdict(config))
+        out = resume.start_run(config.out, identity)
         results.update(run_shift(config, out))
     else:
         _announce(config, log)
         checker = ifeval.load_checker(config.nltk_data) if config.suite == "ifeval" else None
         variants = load_variants(config)
-        out = resume.start_run(config.out, dataclasses.asdict(config))
+        out = resume.start_run(config.out, identity)
         for name, model in variants.items():
             results["variants"][name] = _run_suite(config, model, out / name, checker)
     atomic_write_json(out / RESULTS, results)
