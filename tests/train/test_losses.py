@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from crossmodel.train.combined import combined_for_batch
 from crossmodel.train.data import Example, collate, encode_examples
 from crossmodel.train.facts import generate_facts
-from crossmodel.train.losses import LOSSES, get_loss
+from crossmodel.train.losses import LOSSES, LossOptions, get_loss
 from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
 
 
@@ -27,19 +27,36 @@ def batches(tokenizer):
     return batch_of(tokenizer, records[:3]), batch_of(tokenizer, records[5:9])
 
 
+def naive_undial(template, delta, batch, gamma):
+    """UNDIAL's per-position CE from full logits: teacher = softmax(log p_template − γ at the target)."""
+    from crossmodel.steer.combine import combine
+    from crossmodel.train.templates import IGNORE_INDEX
+
+    zt = template(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    zd = delta(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    mask = batch.labels[:, 1:] != IGNORE_INDEX
+    logp = torch.log_softmax(combine(zt, zd), -1)[:, :-1][mask]  # (N, V)
+    lt = torch.log_softmax(zt.float(), -1)[:, :-1][mask].clone()
+    lt[torch.arange(len(lt)), batch.labels[:, 1:][mask]] -= gamma
+    return -(lt.softmax(-1) * logp).sum(-1)
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_loss_matches_formula(name, template, delta, batches, naive_stats):
     forget, retain = batches
     c_f = combined_for_batch(delta, forget.input_ids, forget.attention_mask, forget.labels, template=template,
                              chunk_size=7)
     c_r = combined_for_batch(delta, retain.input_ids, retain.attention_mask, retain.labels, template=template)
-    got = get_loss(name)(c_f, c_r, beta=0.3)
+    got = get_loss(name)(c_f, c_r, LossOptions(npo_beta=0.3))
     lp_f, _, tlp_f, seq_f = naive_stats(template, delta, forget)
     lp_r, kl_r, _, _ = naive_stats(template, delta, retain)
     ratio = seq_sum(lp_f, seq_f, 3) - seq_sum(tlp_f, seq_f, 3)
+    mean_lp = seq_sum(lp_f, seq_f, 3) / seq_sum(torch.ones_like(lp_f), seq_f, 3)
     want = {"sft": -lp_f.mean(), "grad_ascent": lp_f.mean(), "grad_diff": lp_f.mean() - lp_r.mean(),
             "kl": lp_f.mean() + kl_r.mean(), "idk": -lp_f.mean() - lp_r.mean(),
-            "npo": -(2 / 0.3) * F.logsigmoid(-0.3 * ratio).mean() - lp_r.mean()}[name]
+            "npo": -(2 / 0.3) * F.logsigmoid(-0.3 * ratio).mean() - lp_r.mean(),
+            "simnpo": -(2 / 2.5) * F.logsigmoid(-2.5 * mean_lp).mean() - lp_r.mean(),
+            "undial": naive_undial(template, delta, forget, 10.0).mean() - lp_r.mean()}[name]
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     got.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in delta.parameters())
@@ -53,8 +70,8 @@ def test_npo_is_log2_scaled_at_the_reference(template, tokenizer, batches):
         for p in delta.parameters():
             p.zero_()
     c = combined_for_batch(delta, forget.input_ids, forget.attention_mask, forget.labels, template=template)
-    torch.testing.assert_close(get_loss("npo")(c, None, beta=0.1), torch.tensor(20 * 0.6931472), rtol=1e-5,
-                               atol=1e-5)
+    torch.testing.assert_close(get_loss("npo")(c, None, LossOptions(npo_beta=0.1)), torch.tensor(20 * 0.6931472),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_task_and_missing_retain(template, delta, batches):

@@ -8,7 +8,7 @@ import torch
 from crossmodel.train.combined import combined_for_batch
 from crossmodel.train.data import Example, collate, encode_examples
 from crossmodel.train.facts import generate_facts
-from crossmodel.train.losses import LOSSES
+from crossmodel.train.losses import LOSSES, LossOptions
 from crossmodel.train.template_cache import CACHE_JSON, TemplateCache
 from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
 
@@ -29,9 +29,10 @@ def test_cached_loss_equals_recomputed_loss(tokenizer, template, delta, tmp_path
     for name in sorted(LOSSES):
         with torch.no_grad():
             live = LOSSES[name](combined_for_batch(*args, template=template),
-                                combined_for_batch(*args, template=template), beta=0.1)
+                                combined_for_batch(*args, template=template), LossOptions(npo_beta=0.1))
             cached = LOSSES[name](combined_for_batch(*args, template_rows=lambda s, e: rows[s:e]),
-                                  combined_for_batch(*args, template_rows=lambda s, e: rows[s:e]), beta=0.1)
+                                  combined_for_batch(*args, template_rows=lambda s, e: rows[s:e]),
+                                  LossOptions(npo_beta=0.1))
         assert abs(float(cached - live)) <= 1e-3 * abs(float(live)), name
 
 

@@ -9,6 +9,7 @@ checkpoint, so only one chunk's [chunk, vocab] tensors are alive at a time, in t
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -87,6 +88,13 @@ class CombinedStats:
         logp, template = self._combined_logprobs(start, end, h)
         return (template.exp() * (template - logp)).sum(-1)  # (c,)
 
+    def _adjusted_ce(self, gamma: float, start: int, end: int, h: torch.Tensor) -> torch.Tensor:
+        logp, template = self._combined_logprobs(start, end, h)
+        lowered = template.scatter_add(-1, self.targets[start:end, None],
+                                       template.new_full((end - start, 1), -gamma))  # (c, V)
+        teacher = torch.softmax(lowered, dim=-1)  # the frozen model with the target token pushed down
+        return -(teacher * logp).sum(-1)  # (c,)
+
     def _chunked(self, fn: Callable[[int, int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
         parts = []
         for start in range(0, self.n, self.chunk_size):
@@ -109,6 +117,13 @@ class CombinedStats:
         if "kl" not in self._memo:
             self._memo["kl"] = self._chunked(self._kl)
         return self._memo["kl"]
+
+    def adjusted_ce(self, gamma: float) -> torch.Tensor:
+        """CE(softmax(log p_template − γ·onehot(target)), combined) at every loss position, (N,): UNDIAL's target."""
+        key = f"adjusted_ce:{gamma}"
+        if key not in self._memo:
+            self._memo[key] = self._chunked(functools.partial(self._adjusted_ce, gamma))
+        return self._memo[key]
 
     def template_logprob(self) -> torch.Tensor:
         """log p_template(target) at every loss position, (N,), without gradient."""

@@ -19,7 +19,8 @@ from typing import Any
 # tests/train/test_config.py pins them against COMBINE_RULES, FORMATS, LOSSES and template_cache.DTYPES.
 RULE_NAMES, FORMAT_NAMES = ("basenormalize", "normalize", "add"), ("tofu", "alpaca", "chat")
 RULE_CHOICES = (*RULE_NAMES, "base-normalize")  # COMBINE_RULES also accepts the paper code's spelling
-TASK_NAMES = ("sft", "grad_ascent", "grad_diff", "kl", "idk", "npo")
+TASK_NAMES = ("sft", "grad_ascent", "grad_diff", "kl", "idk", "npo", "simnpo", "undial")
+RETAIN_LOSS_NAMES = ("ce", "kl")
 CACHE_DTYPE_NAMES, TEMPLATE_DTYPE_NAMES = ("float16", "bfloat16", "float32"), ("float32", "bfloat16")
 AUTO_SAVE_MIN = 5  # auto checkpoints: a tenth of the run, no more often than every 5 steps (~200 MB each
 # for the default delta at SmolLM2's vocabulary)
@@ -62,6 +63,12 @@ class TrainConfig:
     max_grad_norm: float = _help("gradient clipping norm (0 = off)", 1.0)
     max_length: int = _help("tokens per example (prompt + answer); longer answers are cut", 512)
     npo_beta: float = _help("NPO inverse temperature (Zhang et al. 2024, TOFU runs: 0.1)", 0.1)
+    simnpo_beta: float = _help("SimNPO inverse temperature (Fan et al. 2024, TOFU: 2.5)", 2.5)
+    simnpo_gamma: float = _help("SimNPO reward margin γ (Fan et al. 2024, TOFU: 0)", 0.0)
+    undial_gamma: float = _help("UNDIAL: how far the target token's logit is lowered in the self-distillation "
+                                "teacher", 10.0)
+    retain_loss: str = _help("retain term of idk / npo / simnpo / undial: ce (on the retain answers) | kl (to the "
+                             "frozen model)", "ce")
     chunk_size: int = _help("loss positions per chunk of the memory-safe loss", 256)
     dtype: str = _help(f"the frozen template's dtype: {' | '.join(TEMPLATE_DTYPE_NAMES)} (the delta stays "
                        "float32)", "float32")
@@ -82,6 +89,7 @@ class TrainConfig:
         _choice("data_format", self.data_format, FORMAT_NAMES)
         _choice("cache_dtype", self.cache_dtype, CACHE_DTYPE_NAMES)
         _choice("dtype", self.dtype, TEMPLATE_DTYPE_NAMES)
+        _choice("retain_loss", self.retain_loss, RETAIN_LOSS_NAMES)
         if self.delta_init not in (None, "template"):
             raise ValueError(f"TrainConfig.delta_init={self.delta_init!r}: use 'template' or None")
         for name in ("delta_layers", "delta_d_model", "delta_heads", "epochs", "min_steps", "batch_size",
@@ -91,8 +99,12 @@ class TrainConfig:
         for name in ("eval_every", "save_every", "weight_decay", "max_grad_norm", "cache_budget_gb"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be >= 0")
-        if not self.lr > 0 or not self.npo_beta > 0:
-            raise ValueError(f"TrainConfig.lr={self.lr} and npo_beta={self.npo_beta} must be > 0")
+        for name in ("lr", "npo_beta", "simnpo_beta"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be > 0")
+        for name in ("simnpo_gamma", "undial_gamma"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be a finite number >= 0")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"TrainConfig.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
         if self.task in ("grad_diff", "kl") and not self.retain:  # losses.NEEDS_RETAIN

@@ -24,7 +24,7 @@ from crossmodel.train.checkpoint import check_resumable, load_checkpoint, read_s
 from crossmodel.train.combined import CombinedStats, combined_for_batch
 from crossmodel.train.config import TrainConfig
 from crossmodel.train.data import Batch, Encoded, collate
-from crossmodel.train.losses import get_loss
+from crossmodel.train.losses import LossOptions, get_loss
 from crossmodel.train.template_cache import TemplateCache, estimate_bytes
 
 CHECKPOINT_DIR = "checkpoint"
@@ -153,11 +153,13 @@ def _optimizer_step(template, delta, main: LossData, retain: LossData | None, mi
                     retain_micro: list | None, cfg: TrainConfig, optimizer, scheduler) -> dict:
     """Accumulate gradients over the micro-batches, clip, step; return the step's log entry."""
     loss_fn, losses, tokens = get_loss(cfg.task), [], 0
+    options = LossOptions(npo_beta=cfg.npo_beta, simnpo_beta=cfg.simnpo_beta, simnpo_gamma=cfg.simnpo_gamma,
+                          undial_gamma=cfg.undial_gamma, retain_loss=cfg.retain_loss)
     for j, index in enumerate(micro):
         batch = main.batch(index)
         forget = main.combined(template, delta, batch, cfg)
         other = retain.combined(template, delta, retain.batch(retain_micro[j]), cfg) if retain else None
-        loss = loss_fn(forget, other, beta=cfg.npo_beta)
+        loss = loss_fn(forget, other, options)
         (loss / len(micro)).backward()
         losses.append(float(loss.detach()))
         tokens += batch.tokens
