@@ -162,11 +162,13 @@ def knowledge_table(results: dict[str, Any]) -> str:
 def unlearning_table(results: dict[str, Any]) -> str:
     """Rows = user models: ROUGE-L recall on the forget and retain authors, knowledge delta vs both deltas."""
     lines = ["| model | forget ROUGE-L +K | forget ROUGE-L +K+U | retain ROUGE-L +K | retain ROUGE-L +K+U | "
-             "forget NLL +K → +K+U | retain NLL +K → +K+U |", "|---|---|---|---|---|---|---|"]
+             "forget NLL +K → +K+U | retain NLL +K → +K+U | degenerate forget answers +K+U |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results["models"]:
         k, u = r["variants"]["knowledge"], r["variants"]["knowledge+unlearn"]
         cells = [_cell(v[part], "rouge_l_recall") for part in ("forget", "retain") for v in (k, u)]
         cells += [f"{_cell(k[part], 'nll')} → {_cell(u[part], 'nll')}" for part in ("forget", "retain")]
+        cells.append(f"{u['forget'].get('degenerate_rate', float('nan')):.0%}")
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

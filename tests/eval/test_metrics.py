@@ -67,3 +67,20 @@ def test_ks_forget_quality():
     direct = metrics.ks_forget_quality(ratios[:-1], ref)
     assert direct == pytest.approx(inverse)
     assert 0 <= metrics.ks_forget_quality(ratios, ref)["forget_quality"] <= 1
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("Quenneville Quence Qui Qui Qui Qui", True),  # the demo's collapse before issue 16
+    ("September 1111111111111111111", True),
+    ("", True), ("   ", True),
+    ("the cat sat the cat sat the cat sat the cat sat", True),
+    ("Rafael Takahara was born in Sapporo, Japan on January 26, 1964.", False),
+    ("I do not know. I do not know.", False),  # a repeated short refusal is not a loop
+    ("had had that", False),  # two in a row is ordinary English
+    ("Born in 10000000 BC", False),
+])
+def test_degenerate_flags_collapses_not_answers(text, bad):
+    from crossmodel.eval.metrics import degenerate, degenerate_rate
+
+    assert degenerate(text) is bad
+    assert degenerate_rate([text, "A plain answer."]) == (0.5 if bad else 0.0)

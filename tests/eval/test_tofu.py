@@ -55,9 +55,10 @@ def test_tofu_suite_by_hand(files, tmp_path, scripted):
     assert s["forget"]["rouge_l_recall"] == pytest.approx(0.3)
     assert s["forget"]["probability"] == pytest.approx((E(-1) + E(-3)) / 2)
     assert s["forget"]["truth_ratio"] == pytest.approx((E(-2) + E(-1)) / 2)
+    assert s["forget"]["degenerate_rate"] == 0.5  # the empty generation is no answer
     # retain: "prize" matches case-insensitively -> recall 1; Prob e^-0.5; TR max(0, 1 - e^-2)
     assert s["retain"] == pytest.approx({"rouge_l_recall": 1.0, "probability": E(-0.5),
-                                         "truth_ratio": 1 - E(-2), "items": 1})
+                                         "truth_ratio": 1 - E(-2), "degenerate_rate": 0.0, "items": 1})
     # real authors: Prob = e^-1 / (e^-1 + e^-2 + e^-3); TR = 1 - e^-1.5
     assert s["real_authors"]["probability"] == pytest.approx(E(-1) / (E(-1) + E(-2) + E(-3)))
     assert s["real_authors"]["truth_ratio"] == pytest.approx(1 - E(-1.5))

@@ -25,6 +25,29 @@ def rouge_tokens(text: str, stem: bool = True) -> list[str]:
     return [porter_stem(w) if stem and len(w) > 3 else w for w in words]
 
 
+_REPEATED_WORD = re.compile(r"\b(\w+)(?:\W+\1\b){2,}", re.IGNORECASE)  # a word three or more times in a row
+_REPEATED_CHAR = re.compile(r"(\S)\1{7,}")  # one character eight or more times in a row ("1111111111")
+
+
+def degenerate(text: str, max_repeated_trigrams: float = 0.5) -> bool:
+    """Whether a generated answer is degenerate rather than an answer: empty, a word three or more times in a row
+    ("Qui Qui Qui"), a character eight or more times in a row ("1111111111"), or more than `max_repeated_trigrams`
+    of its word trigrams repeats of earlier ones (a loop). Used next to ROUGE-L, so a collapse cannot pass for
+    forgetting."""
+    if not text.strip():
+        return True
+    if _REPEATED_WORD.search(text) or _REPEATED_CHAR.search(text):
+        return True
+    words = text.lower().split()
+    trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    return len(trigrams) >= 4 and 1 - len(set(trigrams)) / len(trigrams) > max_repeated_trigrams
+
+
+def degenerate_rate(texts: Sequence[str]) -> float:
+    """The share of `texts` that are `degenerate`."""
+    return sum(degenerate(t) for t in texts) / len(texts) if texts else 0.0
+
+
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     """Length of the longest common subsequence of two token lists (O(len(a)·len(b)) time, O(len(b)) memory)."""
     if not a or not b:

@@ -40,6 +40,7 @@ def summarize_qa(records: list[dict]) -> dict[str, float]:
     if "rouge_l_recall" in records[0]:
         summary["rouge_l_recall"] = sum(r["rouge_l_recall"] for r in records) / n
         summary["rouge_l_f1"] = sum(r["rouge_l_f1"] for r in records) / n
+        summary["degenerate_rate"] = metrics.degenerate_rate([r["generated"] for r in records])
     return summary
 
 

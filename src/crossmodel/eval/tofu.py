@@ -50,7 +50,8 @@ def summarize_split(records: list[dict], kind: str) -> dict[str, float]:
         probability = sum(metrics.answer_probability(r["answer_nll"]) for r in records) / n
     ratios = [metrics.truth_ratio(r["paraphrased_nll"], r["perturbed_nll"]) for r in records]
     return {"rouge_l_recall": sum(r["rouge_l_recall"] for r in records) / n, "probability": probability,
-            "truth_ratio": metrics.truth_ratio_score(ratios, forget=kind == "forget"), "items": n}
+            "truth_ratio": metrics.truth_ratio_score(ratios, forget=kind == "forget"),
+            "degenerate_rate": metrics.degenerate_rate([r["generated"] for r in records]), "items": n}
 
 
 def evaluate_split(model: Evaluable, items: list[TofuItem], kind: str, *, out_dir: str | Path, part: str,
