@@ -65,7 +65,7 @@ def test_tofu_suite_by_hand(files, tmp_path, scripted):
     assert s["real_authors"]["rouge_l_recall"] == 1.0
     # world facts: generation "It is Rome" shares no token with "Paris"; R = 1 -> TR 0
     assert s["world_facts"] == pytest.approx({"rouge_l_recall": 0.0, "probability": E(-2) / (E(-2) + E(-1) + E(-3)),
-                                              "truth_ratio": 0.0, "items": 1})
+                                              "truth_ratio": 0.0, "degenerate_rate": 0.0, "items": 1})
     # one of the nine utility numbers is 0, so the harmonic mean is 0
     assert summary["model_utility"] == 0.0
     assert "forget_quality" not in summary
