@@ -109,3 +109,39 @@ def test_interrupted_run_resumes_where_it_stopped(files, tmp_path, scripted):
 def test_missing_split_file_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="retain_perturbed.json"):
         tofu.tofu_files(tmp_path, splits=("retain",))
+
+
+def test_score_eos_scores_every_answer_with_the_end_of_answer_text(files, tmp_path, scripted):
+    seen = []
+
+    class Recording(scripted):
+        def score(self, prompts, continuations, chat=True):
+            seen.extend(continuations)
+            return super().score(prompts, [c.removesuffix("</s>") for c in continuations], chat)
+
+    tofu.run_tofu(Recording(GENERATIONS, LOGPROBS), {"world_facts": files["world_facts"]}, tmp_path / "run", eos="</s>")
+    assert seen == ["Paris</s>", "Paris</s>", "Rome</s>", "Berlin</s>"]  # answer, paraphrase, then the perturbed
+
+
+def test_reference_run_with_other_data_or_settings_is_refused(files, tmp_path, tok, tiny):
+    """Forget quality compares truth ratios over the same questions: a reference measured on another forget set,
+    limit or prompt format is refused, naming what differs; the same settings are accepted."""
+    from typer.testing import CliRunner
+
+    from crossmodel.cli import app
+
+    model_dir = tmp_path / "tiny"
+    tiny.save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    data = str(files["forget"].parent)
+    args = ["eval", "--model", str(model_dir), "--suite", "tofu", "--data", data, "--forget", "forget01",
+            "--split", "forget", "--max-new-tokens", "2", "--no-chat"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*args, "--limit", "1", "--out", str(tmp_path / "ref")]).exit_code == 0
+    other = runner.invoke(app, [*args, "--limit", "2", "--reference", str(tmp_path / "ref"), "--out",
+                                str(tmp_path / "a")])
+    assert other.exit_code == 1 and "limit: 1 there, 2 here" in other.output
+    assert not (tmp_path / "a").exists()  # refused before anything was written
+    same = runner.invoke(app, [*args, "--limit", "1", "--reference", str(tmp_path / "ref"), "--out",
+                               str(tmp_path / "b")])
+    assert same.exit_code == 0, same.output

@@ -30,7 +30,10 @@ def eval_command(
     batch_size: int = typer.Option(4, help="items per batch"),
     forget: str = typer.Option("forget10", help="tofu forget set: forget01 | forget05 | forget10"),
     split: list[str] = typer.Option([], help="tofu splits to run (default: all four)"),
-    reference: Optional[Path] = typer.Option(None, help="tofu: eval folder of a retain-only model (forget quality)"),
+    reference: Optional[Path] = typer.Option(None, help="tofu: eval folder of a retain-only model (forget quality); "
+                                                        "refused when it was evaluated on other data or settings"),
+    score_eos: bool = typer.Option(False, help="tofu: score each answer with the end-of-answer token, as "
+                                               "locuslab/open-unlearning do (changes short answers' figures ~20%)"),
     baseline: bool = typer.Option(True, help="with --delta, also evaluate the plain model (before/after)"),
     after: Optional[str] = typer.Option(None, help="shift: fine-tuned copy of --model"),
     model_b: Optional[str] = typer.Option(None, help="shift: the second model"),
@@ -50,7 +53,7 @@ def eval_command(
                         max_new_tokens=max_new_tokens, chat=chat, batch_size=batch_size, forget=forget,
                         splits=tuple(split) or tuple(TOFU_SPLITS),
                         reference=str(reference) if reference else None, baseline=baseline, after=after,
-                        model_b=model_b, after_b=after_b, shift_map=shift_map,
+                        model_b=model_b, after_b=after_b, shift_map=shift_map, score_eos=score_eos,
                         nltk_data=str(nltk_data) if nltk_data else None)
     results = run_eval(config, log=lambda line: typer.echo(line, err=True))
     typer.echo(markdown_table(summary_columns(results["variants"])))

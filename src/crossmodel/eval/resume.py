@@ -26,6 +26,11 @@ def _read(path: Path) -> Any:
         raise ValueError(f"{path} is not valid JSON ({err}); delete it to recompute that part") from None
 
 
+def read_run(out_dir: str | Path) -> dict[str, Any]:
+    """The configuration recorded in `out_dir`/run.json."""
+    return _read(Path(out_dir) / RUN_FILE)
+
+
 def check_run(out_dir: str | Path, config: dict[str, Any]) -> None:
     """Refuse `out_dir` when it holds a run with another configuration, naming each changed key (writes nothing)."""
     path = Path(out_dir) / RUN_FILE

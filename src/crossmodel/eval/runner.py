@@ -9,6 +9,7 @@ model, "steered" = with the deltas; ifeval also writes <variant>/responses.jsonl
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -53,6 +54,8 @@ class EvalConfig:
     after_b: str | None = field(default=None, metadata={"help": "shift: fine-tuned copy of the second model"})
     shift_map: str | None = field(default=None, metadata={"help": "shift: token map from model to model_b"})
     top_k: int = 20
+    score_eos: bool = field(default=False, metadata={
+        "help": "tofu: score each answer with the end-of-answer token, as locuslab/open-unlearning do"})
     nltk_data: str | None = field(default=None, metadata={"help": "ifeval: folder with NLTK's punkt_tab data"})
     dtype: str = field(default="float32", metadata={"help": "the user model's dtype: float32 | bfloat16 (deltas "
                                                             "stay float32)"})
@@ -113,9 +116,22 @@ def _tofu_files(config: EvalConfig) -> dict[str, Path]:
     return {name: Path(path) for name, path in pairs}
 
 
+REFERENCE_KEYS = ("suite", "data", "forget", "limit", "chat", "score_eos")  # a --reference run must match these
+
+
 def _reference_forget(config: EvalConfig) -> dict | None:
+    """The forget split of the `--reference` run (a retain-only model), refused when that run measured other
+    data: forget quality compares two distributions of truth ratios over the same questions, scored alike."""
     if config.reference is None:
         return None
+    recorded = Path(config.reference) / resume.RUN_FILE
+    if recorded.is_file():
+        theirs, ours = resume.read_run(config.reference), json.loads(json.dumps(config.identity()))
+        differ = [f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in REFERENCE_KEYS
+                  if theirs.get(k) != ours.get(k)]
+        if differ:
+            raise ValueError(f"--reference {config.reference} was evaluated differently ({'; '.join(differ)}); "
+                             "evaluate the retain-only model with the same --data/--forget/--limit and settings")
     for variant in ("base", "steered"):
         found = resume.load_part(Path(config.reference) / variant, "tofu_forget")
         if found is not None:
@@ -124,11 +140,21 @@ def _reference_forget(config: EvalConfig) -> dict | None:
                             "`crossmodel eval --suite tofu` on the retain-only model with that --out first")
 
 
-def _run_suite(config: EvalConfig, model: Any, out: Path, checker: ifeval.IFEvalChecker | None) -> dict[str, Any]:
+def _eos_text(model: Any) -> str:
+    """The end-of-answer text the scored answers end with under --score-eos (the model's EOS token)."""
+    eos = getattr(getattr(model, "tokenizer", None), "eos_token", None)
+    if not eos:
+        raise ValueError("--score-eos needs a model whose tokenizer has an EOS token")
+    return eos
+
+
+def _run_suite(config: EvalConfig, model: Any, out: Path, checker: ifeval.IFEvalChecker | None,
+               reference: dict | None) -> dict[str, Any]:
     if config.suite == "tofu":
         return tofu.run_tofu(model, _tofu_files(config), out, chat=config.chat, max_new_tokens=config.new_tokens(),
                              limit=config.limit, batch_size=config.batch_size,
-                             reference_forget=_reference_forget(config))
+                             reference_forget=reference,
+                             eos=_eos_text(model) if config.score_eos else None)
     if config.suite == "ifeval":
         return ifeval.run_ifeval(model, ifeval.load_ifeval(config.data[0], config.limit), out, checker,
                                  chat=config.chat, max_new_tokens=config.new_tokens(), batch_size=config.batch_size)
@@ -168,10 +194,11 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = print) -> dict[str
     else:
         _announce(config, log)
         checker = ifeval.load_checker(config.nltk_data) if config.suite == "ifeval" else None
+        reference = _reference_forget(config) if config.suite == "tofu" else None
         variants = load_variants(config)
         out = resume.start_run(config.out, identity)
         for name, model in variants.items():
-            results["variants"][name] = _run_suite(config, model, out / name, checker)
+            results["variants"][name] = _run_suite(config, model, out / name, checker, reference)
     atomic_write_json(out / RESULTS, results)
     render_report(out)
     return results

@@ -20,15 +20,17 @@ UTILITY_SPLITS = ("retain", "real_authors", "world_facts")
 SPLIT_METRICS = ("rouge_l_recall", "probability", "truth_ratio")
 
 
-def _score_items(model: Evaluable, items: list[TofuItem], chat: bool, max_new_tokens: int) -> list[dict]:
-    """Per-item generations and NLLs for a batch of items (one `score` call for all their answers)."""
+def _score_items(model: Evaluable, items: list[TofuItem], chat: bool, max_new_tokens: int,
+                 eos: str | None = None) -> list[dict]:
+    """Per-item generations and NLLs for a batch of items (one `score` call for all their answers); with `eos`,
+    every scored answer ends with it (the end-of-answer token counts, as in locuslab/open-unlearning)."""
     generations = [g.strip() for g in model.generate([it.question for it in items], max_new_tokens=max_new_tokens,
                                                      chat=chat)]
     prompts, answers = [], []
     for it in items:  # the answer, its paraphrase, then each perturbed answer
         for text in (it.answer, it.paraphrased, *it.perturbed):
             prompts.append(it.question)
-            answers.append(text)
+            answers.append(text + (eos or ""))
     nlls = iter(metrics.mean_nll(lp) for lp in model.score(prompts, answers, chat=chat))
     records = []
     for it, generated in zip(items, generations):
@@ -55,14 +57,15 @@ def summarize_split(records: list[dict], kind: str) -> dict[str, float]:
 
 
 def evaluate_split(model: Evaluable, items: list[TofuItem], kind: str, *, out_dir: str | Path, part: str,
-                   chat: bool = True, max_new_tokens: int = 200, batch_size: int = 4) -> dict[str, Any]:
+                   chat: bool = True, max_new_tokens: int = 200, batch_size: int = 4,
+                   eos: str | None = None) -> dict[str, Any]:
     """Evaluate one split (resuming from `out_dir`); returns {"summary": ..., "records": [...]}."""
     if not items:
         raise ValueError(f"TOFU split {part!r} has no items")
     done = resume.load_part(out_dir, part)
     if done is None:
         records = resume.process(out_dir, part, items,
-                                 lambda batch: _score_items(model, batch, chat, max_new_tokens), batch_size)
+                                 lambda batch: _score_items(model, batch, chat, max_new_tokens, eos), batch_size)
         done = {"kind": kind, "summary": summarize_split(records, kind), "records": records}
         resume.save_part(out_dir, part, done)
     return done
@@ -87,9 +90,10 @@ def summarize_run(splits: dict[str, dict[str, Any]], reference_forget: dict[str,
 
 def run_tofu(model: Evaluable, files: dict[str, str | Path], out_dir: str | Path, *, chat: bool = True,
              max_new_tokens: int = 200, limit: int | None = None, batch_size: int = 4,
-             reference_forget: dict[str, Any] | None = None) -> dict[str, Any]:
+             reference_forget: dict[str, Any] | None = None, eos: str | None = None) -> dict[str, Any]:
     """Run the TOFU suite over `files` (split name -> *_perturbed.json), writing one JSON per split into
-    `out_dir` (finished splits are skipped on a re-run). Returns `summarize_run(...)`."""
+    `out_dir` (finished splits are skipped on a re-run). With `eos` (the model's EOS text) every scored answer
+    ends with it. Returns `summarize_run(...)`."""
     unknown = set(files) - set(TOFU_SPLITS)
     if unknown:
         raise ValueError(f"unknown TOFU splits {sorted(unknown)}; choose from {sorted(TOFU_SPLITS)}")
@@ -98,7 +102,7 @@ def run_tofu(model: Evaluable, files: dict[str, str | Path], out_dir: str | Path
         kind = TOFU_SPLITS[name][1]
         items = load_tofu_split(path, kind, limit)
         results[name] = evaluate_split(model, items, kind, out_dir=out_dir, part=f"tofu_{name}", chat=chat,
-                                       max_new_tokens=max_new_tokens, batch_size=batch_size)
+                                       max_new_tokens=max_new_tokens, batch_size=batch_size, eos=eos)
     return summarize_run(results, reference_forget)
 
 
