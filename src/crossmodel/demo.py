@@ -57,6 +57,9 @@ class DemoConfig:
     unlearn_epochs: int = field(default=6, metadata={"help": "epochs of the unlearning delta"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate of the knowledge delta"})
     unlearn_lr: float = field(default=5e-3, metadata={"help": "peak learning rate of the unlearning delta"})
+    unlearn_task: str = field(default="grad_diff", metadata={"help": "the unlearning loss (a train task)"})
+    unlearn_options: tuple[tuple[str, Any], ...] = field(default=(), metadata={
+        "help": "further TrainConfig keys of the unlearning run, e.g. (('retain_loss', 'kl'),)"})
     alpha: float = field(default=1.0, metadata={"help": "delta strength when steering the user models"})
     map_mode: str = field(default="normalized", metadata={"help": "token map mode for other vocabularies"})
     delta_layers: int = 2
@@ -243,7 +246,8 @@ def train_deltas(cfg: DemoConfig, template: Any, paths: dict[str, Path], out: Pa
     stacked = StackedTemplate(template.model, knowledge.model, cfg.alpha, knowledge.config.rule)
     knowing = SimpleNamespace(model=stacked, tokenizer=template.tokenizer, name=f"{template.name}+knowledge")
     unlearn = train_or_reuse(_train_config(cfg, out / "unlearn", data=str(paths[FORGET]), retain=str(paths[RETAIN]),
-                                           task="grad_diff", epochs=cfg.unlearn_epochs, lr=cfg.unlearn_lr), knowing)
+                                           task=cfg.unlearn_task, epochs=cfg.unlearn_epochs, lr=cfg.unlearn_lr,
+                                           **dict(cfg.unlearn_options)), knowing)
     log(f"[3/5] unlearning delta trained: {_trained(unlearn.config.metrics)} ({time.time() - stage:.0f} s)")
     return {"knowledge": knowledge, "unlearn": unlearn}
 
