@@ -60,3 +60,10 @@ def test_train_help_shows_every_key_with_help_and_default():
     for shown in ("[default: (auto)]", "[default: (0.002)]", "[default: (150)]", "[default: (4)]", "--no-cache",
                   "--overwrite", "--resume"):
         assert shown in text, shown
+
+
+def test_config_file_with_a_bom_is_read(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes("\ufeffepochs: 2\nlr: 0.001\n".encode("utf-8"))
+    cfg = TrainConfig.from_file(path)
+    assert (cfg.epochs, cfg.lr) == (2, 0.001)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crossmodel.io import read_text
+
 # Names of the registries, spelt out for the help texts (the registries themselves import torch);
 # tests/train/test_config.py pins them against COMBINE_RULES, FORMATS, LOSSES and template_cache.DTYPES.
 RULE_NAMES, FORMAT_NAMES = ("basenormalize", "normalize", "add"), ("tofu", "alpaca", "chat")
@@ -132,7 +134,7 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "config file")
         if path.suffix == ".json":
             raw = json.loads(text)
         else:
