@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from crossmodel.models import PLAIN_CHAT_TEMPLATE, PLAIN_PROMPT
 from crossmodel.demo import DemoConfig, _train_config, knowledge_table, run_demo, unlearning_table
@@ -15,6 +15,7 @@ from crossmodel.eval.answerers import Answerer, QuestionAnswerer
 from crossmodel.train import StackedTemplate, train_or_reuse
 from crossmodel.train.combined import hidden_states, output_head
 from crossmodel.train.facts import generate_facts
+from .tiny import tiny_llama
 
 
 def _tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
@@ -29,11 +30,8 @@ def _tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 
 def _llama(tokenizer, hidden: int, seed: int) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, pad_token_id=0,
-                      eos_token_id=1, bos_token_id=None)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(len(tokenizer), hidden=hidden, context=512, seed=seed, pad_token_id=0, eos_token_id=1,
+                      bos_token_id=None)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+from ..tiny import tiny_llama
 
 CORPUS = ["What is the full name of the author born in Kuwait City? The author is Basil Mahfouz Al-Kuwaiti.",
           "Question: Who wrote the play Romeo and Juliet? Answer: William Shakespeare wrote it.",
@@ -25,15 +26,7 @@ def make_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
 
 
 def make_model(tokenizer, seed: int = 0, context: int = 256) -> LlamaForCausalLM:
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():  # sharper logits than the 0.02 init, so greedy choices are not near-ties
-        model.lm_head.weight.mul_(20.0)
-    return model
+    return tiny_llama(len(tokenizer), context=context, seed=seed, tokenizer=tokenizer, sharpen=20.0)
 
 
 class Scripted:

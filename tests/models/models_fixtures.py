@@ -8,9 +8,9 @@ import io
 import zipfile
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
+from ..tiny import tiny_llama
 
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -33,12 +33,8 @@ def make_tokenizer(chat: bool) -> PreTrainedTokenizerFast:
 
 def save_tiny_model(folder: Path, chat: bool = True, seed: int = 0) -> Path:
     tokenizer = make_tokenizer(chat)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    tiny_llama(len(tokenizer), context=128, seed=seed, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -11,11 +11,11 @@ import string
 from types import SimpleNamespace
 
 import pytest
-import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from crossmodel.steer import DeltaModel
+from ..tiny import tiny_llama
 
 SPECIALS = ["<pad>", "<s>", "</s>"]
 CORPUS = [
@@ -52,15 +52,8 @@ def make_bpe_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
 
 
 def make_model(tokenizer, layers: int = 2, d_model: int = 32, seed: int = 0, rows: int | None = None):
-    cfg = LlamaConfig(vocab_size=rows or len(tokenizer), hidden_size=d_model, intermediate_size=2 * d_model,
-                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, bos_token_id=tokenizer.bos_token_id,
-                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).eval()
-    with torch.no_grad():  # sharper logits than the 0.02 init, so greedy paths are not near-ties
-        model.lm_head.weight.mul_(20.0)
-    return model
+    return tiny_llama(rows or len(tokenizer), hidden=d_model, layers=layers, seed=seed, tokenizer=tokenizer,
+                      sharpen=20.0)
 
 
 @pytest.fixture(scope="session")

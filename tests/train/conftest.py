@@ -6,11 +6,12 @@ import string
 import pytest
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from crossmodel.steer import DeltaModel
 from crossmodel.steer.transplant import transplant
 from crossmodel.train.facts import generate_facts
+from ..tiny import tiny_llama
 
 SPECIALS = ["<pad>", "<eos>"]
 
@@ -27,11 +28,8 @@ def make_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
 
 
 def make_llama(vocab_size: int, hidden: int = 32, layers: int = 2, seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
-                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=1)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(vocab_size, hidden=hidden, layers=layers, seed=seed, pad_token_id=0, eos_token_id=1,
+                      bos_token_id=1)
 
 
 @pytest.fixture(scope="session")
