@@ -42,6 +42,8 @@ def eval_command(
     nltk_data: Optional[Path] = typer.Option(None, envvar="NLTK_DATA",
                                              help="ifeval: folder holding NLTK's tokenizers/punkt_tab (the checker "
                                                   "never downloads it), e.g. ../shared/data/nltk_data"),
+    dtype: str = typer.Option("float32", help="the model's dtype: float32 | bfloat16 (~2x faster on CPUs with "
+                                              "AVX512-BF16; deltas stay float32)"),
 ) -> None:
     """Evaluate a model (optionally steered by deltas) and write results.json, report.md and plots to OUT."""
     from crossmodel.eval.data import TOFU_SPLITS
@@ -54,7 +56,7 @@ def eval_command(
                         splits=tuple(split) or tuple(TOFU_SPLITS),
                         reference=str(reference) if reference else None, baseline=baseline, after=after,
                         model_b=model_b, after_b=after_b, shift_map=shift_map, score_eos=score_eos,
-                        nltk_data=str(nltk_data) if nltk_data else None)
+                        nltk_data=str(nltk_data) if nltk_data else None, dtype=dtype)
     results = run_eval(config, log=lambda line: typer.echo(line, err=True))
     typer.echo(markdown_table(summary_columns(results["variants"])))
     typer.echo(f"report: {out / 'report.md'}")
