@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 from crossmodel.cli import app
 from crossmodel.steer.combine import COMBINE_RULES
-from crossmodel.train.config import (CACHE_DTYPE_NAMES, FORMAT_NAMES, RULE_CHOICES, TASK_NAMES, UNLEARN_EPOCHS,
-                                     TrainConfig, config_changes)
+from crossmodel.models.load import MODEL_DTYPES
+from crossmodel.train.config import (CACHE_DTYPE_NAMES, FORMAT_NAMES, RULE_CHOICES, TASK_NAMES, TEMPLATE_DTYPE_NAMES,
+                                     UNLEARN_EPOCHS, TrainConfig, config_changes)
 from crossmodel.train.data import FORMATS
 from crossmodel.train.losses import LOSSES, NEEDS_RETAIN, NPO_BETA
 from crossmodel.train.template_cache import DTYPES
@@ -34,6 +35,7 @@ def test_auto_values_keep_explicit_settings_and_unlearning_runs_tofu_epochs():
 
 def test_help_names_match_the_registries():
     assert set(TASK_NAMES) == set(LOSSES) and set(RULE_CHOICES) == set(COMBINE_RULES)
+    assert set(TEMPLATE_DTYPE_NAMES) == set(MODEL_DTYPES)
     assert set(FORMAT_NAMES) == set(FORMATS) and set(CACHE_DTYPE_NAMES) == set(DTYPES)
     assert TrainConfig().npo_beta == NPO_BETA
     for task in NEEDS_RETAIN:

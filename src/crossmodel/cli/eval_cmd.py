@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from crossmodel.cli.app import command
-from crossmodel.cli.options import Alphas, Chat, Deltas, Maps, Model, Rule
+from crossmodel.cli.options import Alphas, Chat, Deltas, Dtype, Maps, Model, Rule
 
 
 @command("eval")
@@ -42,8 +42,7 @@ def eval_command(
     nltk_data: Optional[Path] = typer.Option(None, envvar="NLTK_DATA",
                                              help="ifeval: folder holding NLTK's tokenizers/punkt_tab (the checker "
                                                   "never downloads it), e.g. ../shared/data/nltk_data"),
-    dtype: str = typer.Option("float32", help="the model's dtype: float32 | bfloat16 (~2x faster on CPUs with "
-                                              "AVX512-BF16; deltas stay float32)"),
+    dtype: Dtype = "float32",
 ) -> None:
     """Evaluate a model (optionally steered by deltas) and write results.json, report.md and plots to OUT."""
     from crossmodel.eval.data import TOFU_SPLITS

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from crossmodel.cli.app import command
-from crossmodel.cli.options import Alphas, Chat, Deltas, Maps, Model, Rule
+from crossmodel.cli.options import Alphas, Chat, Deltas, Dtype, Maps, Model, Rule
 
 
 def _jsonl_prompt(line: str, where: str) -> str:
@@ -63,14 +63,11 @@ def generate(
     stops: list[str] = typer.Option([], "--stop", help="stop string (repeatable); not included in the output"),
     batch_size: int = typer.Option(8, help="prompts generated together (left-padded batch)"),
     seed: int = typer.Option(0, help="sampling seed"),
-    dtype: str = typer.Option("float32", help="the model's dtype: float32 | bfloat16 (~2x faster on CPUs with "
-                                              "AVX512-BF16; deltas stay float32)"),
+    dtype: Dtype = "float32",
 ) -> None:
     """Print the (steered) continuation of each prompt."""
-    import torch
-
-    from crossmodel.eval.runner import DTYPES
     from crossmodel.models import load_model
+    from crossmodel.models.load import model_dtype
     from crossmodel.steer import delta_entries, steer, token_picker
     from crossmodel.steer.generate import sampling
 
@@ -78,9 +75,7 @@ def generate(
     entries = delta_entries(deltas, alphas, maps)  # every flag is checked before a model loads
     do_sample, temperature = sampling(sample, temperature)
     token_picker(do_sample, temperature, top_k, top_p)
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    steered = steer(load_model(model, dtype=getattr(torch, dtype)), deltas=entries, rule=rule, fill=fill, sync=sync)
+    steered = steer(load_model(model, dtype=model_dtype(dtype)), deltas=entries, rule=rule, fill=fill, sync=sync)
     texts = [t for i in range(0, len(prompts), batch_size) for t in steered.generate(
         prompts[i:i + batch_size], max_new_tokens, do_sample=do_sample, temperature=temperature,
         top_k=top_k, top_p=top_p, stop=stops, chat=chat, seed=seed)]

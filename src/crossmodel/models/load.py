@@ -151,14 +151,29 @@ def load_tokenizer(spec: str | Path) -> tuple[PreTrainedTokenizerBase, str]:
     return tokenizer, load_vocabulary(tokenizer).fingerprint
 
 
-def load_model(spec: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+# The weights' dtypes a user model or frozen template may load in (bfloat16: ~2x faster on CPUs with AVX512-BF16).
+MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def model_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """`dtype` as a torch dtype; a name outside MODEL_DTYPES is one ValueError naming the choices."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in MODEL_DTYPES:
+        raise ValueError(f"--dtype {dtype!r}; choose one of {', '.join(MODEL_DTYPES)}")
+    return MODEL_DTYPES[dtype]
+
+
+def load_model(spec: str | Path, *, dtype: str | torch.dtype = torch.float32, device: str | torch.device = "cpu"
                ) -> LoadedModel:
-    """Load the causal LM named by `spec` (zoo name | HF dir | GGUF file | hub id) in eval mode.
+    """Load the causal LM named by `spec` (zoo name | HF dir | GGUF file | hub id) in eval mode, its weights in
+    `dtype` (a torch dtype or a name of MODEL_DTYPES).
 
     Zoo models are pulled (downloaded, verified, converted) on first use and then load from the cache in
     about a second (a reload checks file presence and sizes; `crossmodel zoo pull NAME` re-checks every sha256).
     A GGUF file is dequantized on every load (slow: prefer the zoo's converted directories).
     """
+    dtype = model_dtype(dtype)
     source, where = resolve(spec)
     name = str(spec)
     if source is Source.ZOO:

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from crossmodel.io import atomic_write_bytes
 from crossmodel.models.batch import pad_id
 from crossmodel.models.prompt import chat_template_of
@@ -103,7 +101,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     if template is None:
         from crossmodel.models import load_model
 
-        template = load_model(cfg.template, device=cfg.device, dtype=getattr(torch, cfg.dtype))
+        template = load_model(cfg.template, device=cfg.device, dtype=cfg.dtype)
     identity["template_weights"] = template_digest(template.model)
     if reuse and _finished(out) is not None:
         if _reusable(out, cfg, identity):
