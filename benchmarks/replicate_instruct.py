@@ -212,7 +212,8 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, deltas: dict[str, 
     maps = {name: token_map_for(user, d) for name, d in deltas.items()}
     alphas = [float(a) for a in args.alphas_b.split(",") if a]
     cached(where / "map_coverage.json", lambda: {
-        name: map_coverage(m, user.tokenizer, items["test"], args.answer_tokens) for name, m in maps.items() if m})
+        name: map_coverage(m, user.tokenizer, items["test"], args.answer_tokens) for name, m in maps.items() if m},
+        key=",".join(sorted(maps)))  # recomputed once delta B joins
 
     def measure(row: str, entries: list, model: Any = user, parts: tuple[str, ...] = ("test",)) -> None:
         steered = steer(model, deltas=entries, chat_template=PLAIN_CHAT_TEMPLATE)
@@ -316,7 +317,7 @@ def report(args: argparse.Namespace, out: Path) -> str:
         where = out / "results" / slug(spec)
         if not where.is_dir():
             continue
-        rows = [VANILLA, "delta A a=1"] + sorted(p.name for p in where.glob("delta B a=*")) + [LORA]
+        rows = [VANILLA] + sorted(p.name for p in where.glob("delta [AB] a=*")) + [LORA]
         base, top = _load(where / VANILLA / "nll_test.json"), _load(where / LORA / "nll_test.json")
         vanilla_loose = _loose(where / VANILLA)
         for row in rows:
