@@ -41,3 +41,14 @@ def test_train_reports_bad_data_in_one_line(tmp_path, template_dir, content, wor
     assert result.exit_code == 1 and len(errors) == 1 and "Traceback" not in result.output, result.output
     assert all(word in errors[0] for word in words), errors[0]
     assert not (tmp_path / "run" / "delta").exists()
+
+
+def test_limit_reads_only_the_records_it_uses_and_array_errors_name_the_element(tmp_path):
+    """A flaw after the first N records does not stop `--limit N` (Alpaca's own file has empty outputs at 2335
+    and 4658); without the limit the error names the array element, not 'line 1' of a one-line array."""
+    good = {"instruction": "Say hi.", "input": "", "output": "Hi."}
+    path = tmp_path / "alpaca.json"
+    path.write_text(json.dumps([good, good, {"instruction": "Say nothing.", "input": "", "output": ""}]))
+    assert len(load_examples(path, "alpaca", limit=2)) == 2
+    with pytest.raises(ValueError, match=r"alpaca\.json: element 2 \(line 1\).*'output'"):
+        load_examples(path, "alpaca")

@@ -63,7 +63,7 @@ def load_tofu_split(path: str | Path, kind: str, limit: int | None = None) -> li
     if kind not in ("forget", "retain", "options"):
         raise ValueError(f"kind={kind!r}; choose forget, retain or options")
     items = []
-    for ex in load_examples(path, format="tofu")[:limit]:
+    for ex in load_examples(path, format="tofu", limit=limit):
         perturbed = ex.extras.get("perturbed_answer")
         if isinstance(perturbed, str):
             perturbed = [perturbed]
@@ -82,4 +82,4 @@ def load_qa(path: str | Path, format: str = "tofu", limit: int | None = None) ->
     if limit is not None and limit < 1:
         raise ValueError(f"limit={limit} must be >= 1")
     return [QAItem(_single_turn(ex.prompt, ex.where), ex.response)
-            for ex in load_examples(path, format=format)[:limit]]
+            for ex in load_examples(path, format=format, limit=limit)]

@@ -53,8 +53,9 @@ class Batch:
         return int(self.attention_mask.sum())
 
 
-def _records(path: Path) -> list[tuple[int, object]]:
-    """(line, record) for a JSON array or JSON-lines file (UTF-8, a BOM allowed); line numbers are 1-based."""
+def _records(path: Path, limit: int | None = None) -> list[tuple[str, object]]:
+    """(where, record) for the first `limit` records of a JSON array or JSON-lines file (UTF-8, a BOM allowed);
+    `where` is "file:line" for JSON lines and "file: element i (line n)" for an array (often one long line)."""
     text = read_text(path, "data file")
     decoder, records = json.JSONDecoder(), []
     stripped = text.lstrip()
@@ -64,15 +65,16 @@ def _records(path: Path) -> list[tuple[int, object]]:
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
             pos += 1
-        if pos >= len(text) or (array and text[pos] == "]"):
+        if pos >= len(text) or (array and text[pos] == "]") or (limit is not None and len(records) >= limit):
             break
         line = text.count("\n", 0, pos) + 1
+        where = f"{path}: element {len(records)} (line {line})" if array else f"{path}:{line}"
         try:
             obj, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{line}: not valid JSON ({e.msg}); each line of a JSON-lines file (or each "
+            raise ValueError(f"{where}: not valid JSON ({e.msg}); each line of a JSON-lines file (or each "
                              "element of a JSON array) must be one object") from None
-        records.append((line, obj))
+        records.append((where, obj))
     return records
 
 
@@ -117,16 +119,16 @@ def _from_chat(rec: dict, where: str) -> Example:
 PARSERS = {"tofu": _from_tofu, "alpaca": _from_alpaca, "chat": _from_chat}
 
 
-def load_examples(path: str | Path, format: str = "tofu") -> list[Example]:
-    """Examples read from a JSON array or JSON-lines file in `format` (tofu | alpaca | chat)."""
+def load_examples(path: str | Path, format: str = "tofu", limit: int | None = None) -> list[Example]:
+    """The first `limit` (default: all) examples of a JSON array or JSON-lines file in `format` (tofu | alpaca |
+    chat); records after them are not read, so a flaw there does not stop a run that does not use them."""
     path = Path(path)
     if format not in PARSERS:
         raise ValueError(f"unknown data format {format!r}; choose one of {sorted(PARSERS)}")
     if not path.is_file():
         raise FileNotFoundError(f"training data {path} does not exist; pass a JSON or JSON-lines file")
     examples = []
-    for line, rec in _records(path):
-        where = f"{path}:{line}"
+    for where, rec in _records(path, limit):
         if not isinstance(rec, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
         examples.append(PARSERS[format](rec, where))

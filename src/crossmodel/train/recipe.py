@@ -91,7 +91,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     if template is None and not cfg.template:
         raise ValueError("TrainConfig.template is empty: pass --template MODEL (zoo name, HF dir or GGUF)")
     out = Path(cfg.out)
-    examples = load_examples(cfg.data, cfg.data_format)[:cfg.limit]
+    examples = load_examples(cfg.data, cfg.data_format, cfg.limit)
     if cfg.task == "idk":
         examples = with_idk_answers(examples, cfg.seed)
     retain = load_examples(cfg.retain, cfg.data_format) if cfg.retain else []
