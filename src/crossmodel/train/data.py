@@ -81,8 +81,8 @@ def _records(path: Path, limit: int | None = None) -> list[tuple[str, object]]:
 def _need_str(rec: dict, key: str, where: str, fmt: str, allow_empty: bool = False) -> str:
     value = rec.get(key)
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
-        raise ValueError(f"{where}: a record of format {fmt!r} needs a non-empty string {key!r} (got keys {sorted(rec)}); "
-                         f"fix the record or pass the right format ({', '.join(FORMATS)})")
+        raise ValueError(f"{where}: a record of format {fmt!r} needs a non-empty string {key!r} (got keys "
+                         f"{sorted(rec)}); fix the record or pass the right format ({', '.join(FORMATS)})")
     return value
 
 
