@@ -70,3 +70,12 @@ def model_factory():
 def scripted():
     """The `Scripted` class (tests build it with their own answers and log-probs)."""
     return Scripted
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, tok):
+    """The tiny model saved as an HF directory (what `crossmodel eval --model DIR` reads)."""
+    path = tmp_path_factory.mktemp("eval-model") / "model"
+    make_model(tok).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

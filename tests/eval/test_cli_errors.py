@@ -5,16 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from .conftest import make_model
 from crossmodel.cli import app
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tok):
-    path = tmp_path_factory.mktemp("eval-cli") / "model"
-    make_model(tok).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.mark.parametrize("content, words", [

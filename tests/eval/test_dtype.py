@@ -6,16 +6,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from .conftest import make_model
 from crossmodel.cli import app
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tok):
-    path = tmp_path_factory.mktemp("dtype") / "model"
-    make_model(tok).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.fixture

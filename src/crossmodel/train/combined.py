@@ -119,7 +119,8 @@ class CombinedStats:
         return self._memo["kl"]
 
     def adjusted_ce(self, gamma: float) -> torch.Tensor:
-        """CE(softmax(log p_template − γ·onehot(target)), combined) at every loss position, (N,): UNDIAL's target."""
+        """CE(softmax(log p_template − γ·onehot(target)), combined) at every loss position, (N,): UNDIAL's
+        objective."""
         key = f"adjusted_ce:{gamma}"
         if key not in self._memo:
             self._memo[key] = self._chunked(functools.partial(self._adjusted_ce, gamma))

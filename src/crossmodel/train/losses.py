@@ -107,8 +107,9 @@ def npo(combined: CombinedStats, retain: CombinedStats | None = None,
 
 def simnpo(combined: CombinedStats, retain: CombinedStats | None = None,
            options: LossOptions = DEFAULT_OPTIONS) -> torch.Tensor:
-    """SimNPO: −(2/β) · mean_seq log σ(−(β/|y|) · log π_θ(y|x) − γ) — NPO without a reference model, the answer's
-    log-likelihood normalised by its length (Fan et al. 2024, eq. 4); + the retain term when a retain set is given."""
+    """SimNPO: −(2/β) · mean_seq log σ(−(β/|y|) · log π_θ(y|x) − γ) — NPO without a reference model, the
+    answer's log-likelihood normalised by its length (Fan et al. 2024, eq. 4); + the retain term when a retain set
+    is given."""
     beta, gamma = options.simnpo_beta, options.simnpo_gamma
     length = combined.per_sequence(torch.ones_like(combined.logprob())).clamp_min(1)
     mean_logprob = combined.per_sequence(combined.logprob()) / length  # (n_seq,)
