@@ -36,7 +36,7 @@ from crossmodel.steer import DeltaModel, DeltaSpec, steer, token_map_for
 from crossmodel.train import TrainConfig, train_or_reuse
 from crossmodel.train.data import load_examples
 
-from replication import cached, finetune, log, machine, write_jsonl
+from replication import cached, finetune, finish, log, machine, write_jsonl
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 USERS = ("gemma-3-270m", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
@@ -365,10 +365,7 @@ def main() -> None:
     log(f"deltas ready ({time.time() - start:.0f} s)")
     for spec in args.models.split(","):
         run_model(args, out, spec, deltas, qa_file, items, ifeval_file)
-    table = report(args, out)
-    (out / "table.md").write_text(table + "\n")
-    print(table)
-    log(f"done in {time.time() - start:.0f} s")
+    finish(out, report(args, out), start)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ from crossmodel.train import TrainConfig, train_or_reuse
 from crossmodel.train.distill import DistillConfig
 from crossmodel.train.transplant_job import run_transplant
 
-from replication import (TOFU, cached, delta_key, evaluate_qa, finetune, load_finetuned, log, machine, qa_items,
-                         tofu_records, write_jsonl)
+from replication import (TOFU, cached, delta_key, evaluate_qa, finetune, finish, load_finetuned, log, machine,
+                         qa_items, tofu_records, write_jsonl)
 
 MODELS = ("smollm2-135m-instruct", "gemma-3-270m", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct")
 
@@ -176,10 +176,7 @@ def main() -> None:
     log(f"knowledge delta: {delta.config.metrics} ({time.time() - start:.0f} s)")
     for spec in args.models.split(","):
         run_model(args, out, spec, delta, train_file, parts)
-    table = report(args, out)
-    (out / "table.md").write_text(table + "\n")
-    print(table)
-    log(f"done in {time.time() - start:.0f} s")
+    finish(out, report(args, out), start)
 
 
 if __name__ == "__main__":

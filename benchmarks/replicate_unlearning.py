@@ -35,7 +35,8 @@ from crossmodel.steer import DeltaModel, steer, token_map_for
 from crossmodel.train import TrainConfig, train_or_reuse
 from crossmodel.vocab import TokenMap
 
-from replication import TOFU, cached, delta_key, finetune, load_finetuned, log, machine, tofu_records, write_jsonl
+from replication import (TOFU, cached, delta_key, finetune, finish, load_finetuned, log, machine, tofu_records,
+                         write_jsonl)
 
 TEMPLATE, OTHER = "smollm2-135m-instruct", "gemma-3-270m"
 METHOD = {TEMPLATE: "full", OTHER: "lora"}
@@ -217,10 +218,7 @@ def main() -> None:
                                  splits=("forget",))
             for variant in ("fine-tuned", "fine-tuned + unlearning delta"):
                 add_forget_quality(out / "results" / f"{name}__{variant}.json", rows[name, variant], reference)
-    table = report(out)
-    (out / "table.md").write_text(table + "\n")
-    print(table)
-    log(f"done in {time.time() - start:.0f} s")
+    finish(out, report(out), start)
 
 
 if __name__ == "__main__":

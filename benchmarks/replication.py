@@ -38,6 +38,13 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def finish(out: Path, table: str, start: float) -> None:
+    """Write the run's table to `out`/table.md, print it, and log the wall time since `start`."""
+    atomic_write_bytes(out / "table.md", (table + "\n").encode("utf-8"))
+    print(table)
+    log(f"done in {time.time() - start:.0f} s")
+
+
 def machine() -> str:
     """One line naming the machine and the torch threads, for every table."""
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
