@@ -119,10 +119,14 @@ class ReencodeFeed(_TextFeed):
     """Incremental cross-vocabulary sync: re-encode, keep the LCP, crop the delta cache, feed the suffix."""
 
     def start(self, user_ids: torch.Tensor, user_mask: torch.Tensor, prompt_texts: list[str]) -> torch.Tensor:
+        self.prompts = list(prompt_texts)
+        return self.prefill(self.encode([""] * len(self.prompts)))
+
+    def prefill(self, targets: list[list[int]]) -> torch.Tensor:
+        """Run the delta on delta token rows (left-padded, a fresh cache); their last logits (B, V_delta)."""
         from transformers import DynamicCache
 
-        self.prompts = list(prompt_texts)
-        self.consumed = self.encode([""] * len(self.prompts))  # delta tokens each row has seen
+        self.consumed = [list(t) for t in targets]  # delta tokens each row has seen
         ids, self.slots = pad_rows(self.consumed, self.pad_id, side="left", device=self.model.device)  # (B, S)
         self.cache = DynamicCache(config=self.model.config)
         out = forward_step(self.model, ids, self.slots, position_ids(self.slots), self.cache)
@@ -137,7 +141,10 @@ class ReencodeFeed(_TextFeed):
         return int(real[tokens - 1]) + 1
 
     def step(self, new_tokens: torch.Tensor, texts: list[str]) -> torch.Tensor:
-        targets = self.encode(texts)
+        return self.advance(self.encode(texts))
+
+    def advance(self, targets: list[list[int]]) -> torch.Tensor:
+        """Bring every row to its target delta tokens (LCP kept, cache cropped, suffix fed); last logits (B, V)."""
         changed = [t != c for t, c in zip(targets, self.consumed)]
         if not any(changed):
             return self.last
