@@ -6,6 +6,7 @@ Every TrainConfig key is a flag; its help text and default are read from the fie
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,6 +17,9 @@ from crossmodel.train.config import TrainConfig
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 AUTO = ("epochs", "save_every")  # unset = resolved from the data size
+# accelerate 1.x's `launch --cpu` runs the script once (multi-CPU there means mpirun; accelerate issue #2741)
+LAUNCH_CPU_NOTE = ("`accelerate launch --cpu` started one process; for N CPU processes run `accelerate launch "
+                   "--multi_gpu --num_processes N ...` (torchrun; gloo on CPU, docs/SCALING.md)")
 
 
 def _opt(name: str, *decls: str) -> Any:
@@ -41,7 +45,7 @@ def train(
     npo_beta: Optional[float] = _opt("npo_beta"), simnpo_beta: Optional[float] = _opt("simnpo_beta"),
     simnpo_gamma: Optional[float] = _opt("simnpo_gamma"), undial_gamma: Optional[float] = _opt("undial_gamma"),
     retain_loss: Optional[str] = _opt("retain_loss"), chunk_size: Optional[int] = _opt("chunk_size"),
-    dtype: Optional[str] = _opt("dtype"), cache: Optional[bool] = _opt("cache", "--cache/--no-cache"),
+    dtype: Optional[str] = _opt("dtype"), template_shard: Optional[str] = _opt("template_shard"), cache: Optional[bool] = _opt("cache", "--cache/--no-cache"),
     cache_dtype: Optional[str] = _opt("cache_dtype"), cache_budget_gb: Optional[float] = _opt("cache_budget_gb"),
     eval_every: Optional[int] = _opt("eval_every"), save_every: Optional[int] = _opt("save_every"),
     seed: Optional[int] = _opt("seed"), device: Optional[str] = _opt("device"),
@@ -54,8 +58,13 @@ def train(
     from rich import print as rprint
 
     from crossmodel.train import run_training
+    from crossmodel.train.distributed import launched_processes
 
     given = {k: v for k, v in locals().items() if k in FIELDS and v is not None}
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") and "WORLD_SIZE" not in os.environ:
+        typer.echo(f"note: {LAUNCH_CPU_NOTE}")
     cfg = TrainConfig.from_file(config, **given) if config else TrainConfig(**given)
-    delta_dir = run_training(cfg, resume=resume, overwrite=overwrite, log=typer.echo)
-    rprint(f"[green]delta saved to[/green] {delta_dir}  (loss curve: {Path(cfg.out) / 'loss_curve.png'})")
+    processes = launched_processes(cfg.device, cfg.template_shard)  # one, or what `accelerate launch` started
+    delta_dir = run_training(cfg, resume=resume, overwrite=overwrite, log=typer.echo, processes=processes)
+    if processes.is_main:
+        rprint(f"[green]delta saved to[/green] {delta_dir}  (loss curve: {Path(cfg.out) / 'loss_curve.png'})")

@@ -24,12 +24,13 @@ RULE_CHOICES = (*RULE_NAMES, "base-normalize")  # COMBINE_RULES also accepts the
 TASK_NAMES = ("sft", "grad_ascent", "grad_diff", "kl", "idk", "npo", "simnpo", "undial")
 RETAIN_LOSS_NAMES = ("ce", "kl")
 CACHE_DTYPE_NAMES, TEMPLATE_DTYPE_NAMES = ("float16", "bfloat16", "float32"), ("float32", "bfloat16")
+TEMPLATE_SHARD_NAMES = ("auto", "replicate", "fsdp", "zero3")  # distributed.SHARDINGS
 AUTO_SAVE_MIN = 5  # auto checkpoints: a tenth of the run, no more often than every 5 steps (~200 MB each
 # for the default delta at SmolLM2's vocabulary)
 UNLEARN_EPOCHS = 5  # TOFU (Maini et al. 2024, §4): every unlearning method runs 5 epochs
 # Keys that change neither the numbers a run computes nor which run it is: a resumed run may change them.
 HARMLESS_KEYS = frozenset({"progress", "save_every", "eval_every", "device", "out", "cache", "cache_dtype",
-                           "cache_budget_gb"})
+                           "cache_budget_gb", "template_shard"})
 
 
 def _help(text: str, default: Any) -> Any:
@@ -74,6 +75,9 @@ class TrainConfig:
     chunk_size: int = _help("loss positions per chunk of the memory-safe loss", 256)
     dtype: str = _help(f"the frozen template's dtype: {' | '.join(TEMPLATE_DTYPE_NAMES)} (the delta stays "
                        "float32)", "float32")
+    template_shard: str = _help(f"under accelerate launch: {' | '.join(TEMPLATE_SHARD_NAMES)} — how the frozen "
+                                "template is placed on the processes (auto: FSDP / DeepSpeed ZeRO-3 shard it when "
+                                "accelerate is configured for them, else replicated; docs/SCALING.md)", "auto")
     cache: bool = _help("cache the template's log-probs on disk and reuse them every epoch", True)
     cache_dtype: str = _help(f"cache storage dtype: {' | '.join(CACHE_DTYPE_NAMES)}", "float16")
     cache_budget_gb: float = _help("largest template cache to write (GiB); above it the run recomputes the "
@@ -91,6 +95,7 @@ class TrainConfig:
         _choice("data_format", self.data_format, FORMAT_NAMES)
         _choice("cache_dtype", self.cache_dtype, CACHE_DTYPE_NAMES)
         _choice("dtype", self.dtype, TEMPLATE_DTYPE_NAMES)
+        _choice("template_shard", self.template_shard, TEMPLATE_SHARD_NAMES)
         _choice("retain_loss", self.retain_loss, RETAIN_LOSS_NAMES)
         if self.delta_init not in (None, "template"):
             raise ValueError(f"TrainConfig.delta_init={self.delta_init!r}: use 'template' or None")

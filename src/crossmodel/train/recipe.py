@@ -20,6 +20,7 @@ from crossmodel.steer import CONFIG_NAME, DeltaModel
 from crossmodel.train.checkpoint import check_resumable, read_state
 from crossmodel.train.config import TrainConfig, config_changes
 from crossmodel.train.data import encode_examples, load_examples, with_idk_answers
+from crossmodel.train.distributed import Processes, launched_processes
 from crossmodel.train.facts import generate_facts
 from crossmodel.train.loop import CACHE_DIR, CHECKPOINT_DIR, size_text, train
 from crossmodel.train.template_cache import template_digest
@@ -73,7 +74,7 @@ def _reusable(out: Path, cfg: TrainConfig, identity: dict[str, str]) -> bool:
 
 def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, reuse: bool = False,
                  template: Any = None, on_step: Callable[[int, float], None] | None = None,
-                 log: Callable[[str], None] | None = print) -> Path:
+                 log: Callable[[str], None] | None = print, processes: Processes | None = None) -> Path:
     """Train a delta as `cfg` says and return the DeltaModel directory (`cfg.out`/delta).
 
     A finished run or an unfinished checkpoint in `cfg.out` is never replaced silently: `resume` continues the
@@ -82,8 +83,14 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     `template` may be an already loaded model (anything with `.model`, `.tokenizer`, `.name`); otherwise
     `cfg.template` is loaded with `crossmodel.models.load_model` in `cfg.dtype`. The finished run keeps no
     checkpoint. `log` receives one-line notes (the resolved plan, cache size).
+
+    Under `accelerate launch` (or torchrun) every process runs this function: `processes` defaults to what the
+    launcher started (`distributed.launched_processes`; one process otherwise); the main process loads the template
+    first, logs and writes, and every process returns once the delta is saved.
     """
-    log = log or (lambda _: None)
+    if processes is None:
+        processes = launched_processes(cfg.device, cfg.template_shard)
+    log = log if log is not None and processes.is_main else (lambda _: None)
     if not cfg.out:
         raise ValueError("TrainConfig.out is empty: pass --out DIR, the run directory")
     if not cfg.data:
@@ -98,10 +105,14 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     asked, cfg = cfg, cfg.resolved(len(examples))  # `train` resolves `asked` alike and records what was auto
     identity = {"data_sha256": _sha256(cfg.data), **({"retain_sha256": _sha256(cfg.retain)} if cfg.retain else {})}
     _check_run_dir(out, cfg, identity, resume=resume, overwrite=overwrite, reuse=reuse)
+    if processes.distributed:  # each process on the device its launcher gave it
+        cfg = dataclasses.replace(cfg, device=processes.device)
+        asked = dataclasses.replace(asked, device=processes.device)
     if template is None:
         from crossmodel.models import load_model
 
-        template = load_model(cfg.template, device=cfg.device, dtype=cfg.dtype)
+        with processes.main_first():  # a zoo model is pulled and converted once, by the main process
+            template = load_model(cfg.template, device=cfg.device, dtype=cfg.dtype)
     identity["template_weights"] = template_digest(template.model)
     if reuse and _finished(out) is not None:
         if _reusable(out, cfg, identity):
@@ -116,19 +127,23 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     delta = DeltaModel.create(template, layers=cfg.delta_layers, d_model=cfg.delta_d_model, heads=cfg.delta_heads,
                               init_from=cfg.delta_init, rule=cfg.rule, alpha=cfg.alpha, seed=cfg.seed)
     delta.model.to(cfg.device)
-    if not resume:  # starting over (`overwrite`, or nothing there): no earlier delta or checkpoint survives
+    if not resume and processes.is_main:  # starting over: no earlier delta or checkpoint survives
         for stale in (out / DELTA_DIR, out / CHECKPOINT_DIR):
             shutil.rmtree(stale, ignore_errors=True)
+    processes.barrier()
     result = train(template.model, delta.model, data, asked, out, pad_id=pad_id(tokenizer), retain=retain_enc,
-                   resume=resume, identity=identity, on_step=on_step, log=log)
+                   resume=resume, identity=identity, on_step=on_step, log=log, processes=processes)
     delta.model.eval()
     tokens = sum(len(e.ids) for e in data)
     delta.config = dataclasses.replace(
         delta.config, task=cfg.task, chat_template=chat_template, metrics=result.metrics,
         data={**_data_summary(cfg, len(data), len(retain), tokens), "train_config": cfg.to_dict(),
               "identity": identity})
-    saved = delta.save(out / DELTA_DIR)
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the delta is safely saved: the resume state is stale
+    saved = out / DELTA_DIR
+    if processes.is_main:
+        delta.save(saved)
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the delta is safely saved: the resume state is stale
+    processes.barrier()  # every process returns a delta that is on disk
     if (out / CACHE_DIR).is_dir():
         size = sum(p.stat().st_size for p in (out / CACHE_DIR).rglob("*") if p.is_file())
         log(f"template cache kept in {out / CACHE_DIR} ({size_text(size)}): a rerun with --overwrite reuses it; "

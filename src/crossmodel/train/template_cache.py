@@ -77,6 +77,18 @@ class TemplateCache:
         return torch.cat(parts)
 
     @classmethod
+    def open(cls, template: torch.nn.Module, encoded: list[Encoded], path: str | Path,
+             dtype: str = "float16") -> "TemplateCache":
+        """The cache in `path` (built by another process of the run), after checking that its key is this
+        template's, data's and dtype's."""
+        path = Path(path)
+        found = json.loads((path / CACHE_JSON).read_text()).get("key") if (path / CACHE_JSON).is_file() else None
+        if found != cache_key(template, encoded, dtype):
+            raise ValueError(f"{path}: no template cache for this template, data and dtype (the main process builds "
+                             "it first); rerun, or pass --no-cache")
+        return cls(path)
+
+    @classmethod
     def build(cls, template: torch.nn.Module, encoded: list[Encoded], path: str | Path, *, pad_id: int,
               batch_size: int = 8, dtype: str = "float16") -> "TemplateCache":
         """Compute the cache of `encoded` under `template` into `path`, or reuse the one there if its key
