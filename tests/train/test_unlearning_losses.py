@@ -63,3 +63,20 @@ def test_kl_retain_term_is_zero_at_the_frozen_model_and_ce_is_not(template, forg
         assert float(with_ce - alone) > 0.1  # the template's own NLL on the retain answers
     with pytest.raises(ValueError, match="retain_loss"):
         get_loss("npo")(forget, retain, LossOptions(retain_loss="mse"))
+
+
+@pytest.mark.parametrize("task", ["grad_diff", "kl", "idk", "npo", "simnpo", "undial"])
+def test_retain_weight_scales_the_retain_term(task, template, delta, forget_batch):
+    forget, retain = _stats(delta, template, forget_batch), _stats(delta, template, forget_batch)
+    terms = [float(get_loss(task)(forget, retain, LossOptions(retain_weight=w)).detach()) for w in (0.0, 1.0, 3.0)]
+    assert terms[1] != pytest.approx(terms[0])  # the retain term is there ...
+    assert terms[2] - terms[0] == pytest.approx(3 * (terms[1] - terms[0]), rel=1e-5)  # ... and scales linearly
+
+
+def test_loss_options_read_the_train_config():
+    from crossmodel.train import TrainConfig
+
+    cfg = TrainConfig(task="idk", retain_loss="kl", retain_weight=2.5, undial_gamma=3.0)
+    assert LossOptions.of(cfg) == LossOptions(retain_loss="kl", retain_weight=2.5, undial_gamma=3.0)
+    with pytest.raises(ValueError, match="retain_weight"):
+        TrainConfig(retain_weight=-1)

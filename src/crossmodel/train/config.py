@@ -72,6 +72,8 @@ class TrainConfig:
                                 "teacher", 10.0)
     retain_loss: str = _help("retain term of idk / npo / simnpo / undial: ce (on the retain answers) | kl (to the "
                              "frozen model)", "ce")
+    retain_weight: float = _help("weight of the retain term against the forget term (grad_diff, kl, idk, npo, "
+                                 "simnpo, undial)", 1.0)
     chunk_size: int = _help("loss positions per chunk of the memory-safe loss", 256)
     dtype: str = _help(f"the frozen template's dtype: {' | '.join(TEMPLATE_DTYPE_NAMES)} (the delta stays "
                        "float32)", "float32")
@@ -103,7 +105,7 @@ class TrainConfig:
                      "grad_accum", "max_length", "chunk_size", "limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be >= 1")
-        for name in ("eval_every", "save_every", "weight_decay", "max_grad_norm", "cache_budget_gb"):
+        for name in ("eval_every", "save_every", "weight_decay", "max_grad_norm", "cache_budget_gb", "retain_weight"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be >= 0")
         for name in ("lr", "npo_beta", "simnpo_beta"):

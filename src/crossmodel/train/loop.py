@@ -186,8 +186,7 @@ def _optimizer_step(template, delta, main: LossData, retain: LossData | None, mi
     """Accumulate gradients over the micro-batches, sum them over processes, clip, step; return the step's log
     entry (the same on every process)."""
     loss_fn, losses, tokens = get_loss(cfg.task), [], 0
-    options = LossOptions(npo_beta=cfg.npo_beta, simnpo_beta=cfg.simnpo_beta, simnpo_gamma=cfg.simnpo_gamma,
-                          undial_gamma=cfg.undial_gamma, retain_loss=cfg.retain_loss)
+    options = LossOptions.of(cfg)
     for j, index in enumerate(micro):
         batch = main.batch(index)
         forget = main.combined(template, delta, batch, cfg, processes=processes)

@@ -8,13 +8,15 @@ Prevails: Rethinking Negative Preference Optimization for LLM Unlearning", arXiv
 (Dong et al. 2024, "UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in Large Language Models",
 arXiv 2402.10052), with the template alone as the frozen reference model. Token losses are means over the batch's
 response tokens. The retain term of idk / npo / simnpo / undial is CE on the retain answers, or (retain_loss="kl")
-KL(template ‖ combined) there — pulling the retain distribution back to the frozen model's, not only its answers.
+KL(template ‖ combined) there — pulling the retain distribution back to the frozen model's, not only its answers —
+weighted by `retain_weight` (1 = TOFU's sum).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +36,12 @@ class LossOptions:
     simnpo_gamma: float = 0.0  # SimNPO's reward margin (Fan et al. 2024, TOFU: 0)
     undial_gamma: float = 10.0  # UNDIAL: how far the target token's logit is lowered in the teacher
     retain_loss: str = "ce"  # the retain term: "ce" on the retain answers, or "kl" to the frozen model
+    retain_weight: float = 1.0  # weight of the retain term against the forget term (open-unlearning's alpha)
+
+    @classmethod
+    def of(cls, config: Any) -> "LossOptions":
+        """The options of a TrainConfig (or any object with attributes of the same names)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
 
 
 DEFAULT_OPTIONS = LossOptions()
@@ -54,7 +62,7 @@ def _retain_term(retain: CombinedStats, how: str) -> torch.Tensor:
 
 
 def _plus_retain(loss: torch.Tensor, retain: CombinedStats | None, options: LossOptions) -> torch.Tensor:
-    return loss if retain is None else loss + _retain_term(retain, options.retain_loss)
+    return loss if retain is None else loss + options.retain_weight * _retain_term(retain, options.retain_loss)
 
 
 def _need_retain(retain: CombinedStats | None, task: str) -> CombinedStats:
@@ -77,15 +85,16 @@ def grad_ascent(combined: CombinedStats, retain: CombinedStats | None = None,
 
 def grad_diff(combined: CombinedStats, retain: CombinedStats | None = None,
               options: LossOptions = DEFAULT_OPTIONS) -> torch.Tensor:
-    """Gradient difference: −CE(forget) + CE(retain)."""
-    return -_nll(combined) + _nll(_need_retain(retain, "grad_diff"))
+    """Gradient difference: −CE(forget) + w · CE(retain), w = retain_weight."""
+    return -_nll(combined) + options.retain_weight * _nll(_need_retain(retain, "grad_diff"))
 
 
 def kl(combined: CombinedStats, retain: CombinedStats | None = None,
        options: LossOptions = DEFAULT_OPTIONS) -> torch.Tensor:
     """−CE(forget) + KL(template ‖ combined) on the retain set: the template (the model before unlearning)
-    plays TOFU's oracle, so the retain distribution is pulled back to where it started."""
-    return -_nll(combined) + _retain_term(_need_retain(retain, "kl"), "kl")
+    plays TOFU's oracle, so the retain distribution is pulled back to where it started (weighted by
+    retain_weight)."""
+    return -_nll(combined) + options.retain_weight * _retain_term(_need_retain(retain, "kl"), "kl")
 
 
 def idk(combined: CombinedStats, retain: CombinedStats | None = None,
