@@ -16,6 +16,7 @@ from crossmodel.cli import train_cmd  # (train)
 from crossmodel.cli import eval_cmd  # (eval)
 from crossmodel.cli import transplant_cmd  # (transplant)
 from crossmodel.cli import demo_cmd  # (demo)
+from crossmodel.cli import serve_cmd  # (serve: vLLM)
 
 
 def main() -> None:

