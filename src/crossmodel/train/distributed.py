@@ -44,17 +44,21 @@ class Processes:
     device: str = "cpu"
     template_shard: str = "replicate"  # replicate | fsdp | zero3 (resolved, never "auto")
     zero3_config: dict | None = None  # the DeepSpeed config of a zero3 template (from accelerate's plugin)
+    mixed_precision: str = "no"  # accelerate's setting; the delta trains in float32 whatever it says
 
     @property
     def distributed(self) -> bool:
+        """More than one process."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """The process that logs and writes files (rank 0)."""
         return self.rank == 0
 
     @property
     def sharded_template(self) -> bool:
+        """The template is split over the processes (FSDP or ZeRO-3), so its forward needs all of them."""
         return self.distributed and self.template_shard != "replicate"
 
     def barrier(self) -> None:
@@ -148,6 +152,7 @@ class GatheredStats:
 
     @property
     def n(self) -> int:
+        """Loss positions of the whole micro-batch."""
         return int(self.targets.numel())
 
     def per_sequence(self, values: torch.Tensor) -> torch.Tensor:
@@ -197,7 +202,10 @@ def _zero3_template(template: torch.nn.Module, config: dict | None) -> torch.nn.
     except ImportError:
         raise ValueError("template_shard='zero3' needs DeepSpeed: pip install deepspeed (or use --template-shard "
                          "fsdp)") from None
-    config = {**(config or {}), "train_micro_batch_size_per_gpu": 1}
+    def settled(entries: dict) -> dict:  # accelerate leaves "auto" for what its own prepare() would fill in
+        return {k: settled(v) if isinstance(v, dict) else v for k, v in entries.items() if v != "auto"}
+
+    config = {**settled(config or {}), "train_micro_batch_size_per_gpu": 1}
     config["zero_optimization"] = {**config.get("zero_optimization", {}), "stage": 3}
     engine, *_ = deepspeed.initialize(model=template, config=config)
     engine.eval()
@@ -240,14 +248,13 @@ def launched_processes(device: str = "cpu", template_shard: str = "auto") -> Pro
     state = PartialState(cpu=cpu)
     if state.num_processes == 1:
         return Processes(device=device)
-    shard, zero3 = template_shard, None
-    if shard in ("auto", "zero3"):
-        from accelerate import Accelerator
+    from accelerate import Accelerator
 
-        found, zero3 = _accelerate_sharding(Accelerator(cpu=cpu).state)
-        if shard == "zero3" and found != "zero3":
-            raise ValueError("template_shard='zero3' needs an accelerate DeepSpeed config with zero_stage 3 "
-                             "(see docs/SCALING.md); use --template-shard fsdp or replicate")
-        shard = found
+    accelerated = Accelerator(cpu=cpu).state
+    found, zero3 = _accelerate_sharding(accelerated)
+    if template_shard == "zero3" and found != "zero3":
+        raise ValueError("template_shard='zero3' needs an accelerate DeepSpeed config with zero_stage 3 "
+                         "(docs/SCALING.md); use --template-shard fsdp or replicate")
     return Processes(rank=state.process_index, world_size=state.num_processes, device=str(state.device),
-                     template_shard=shard, zero3_config=zero3)
+                     template_shard=found if template_shard == "auto" else template_shard, zero3_config=zero3,
+                     mixed_precision=str(accelerated.mixed_precision))

@@ -233,6 +233,9 @@ def _plan(cfg: TrainConfig, auto: list[str], n: int, log: Log, processes: Proces
         log(f"{processes.world_size} processes on {torch.device(processes.device).type}: each reads its rows of every "
             f"micro-batch of {cfg.batch_size} (global batch {cfg.batch_size * cfg.grad_accum}, the same as one "
             f"process); template {placed}")
+        if processes.mixed_precision != "no":
+            log(f"accelerate's mixed_precision={processes.mixed_precision} is not applied: the delta trains in float32 "
+                "(--dtype bfloat16 puts the template, the bulk of the compute, in bfloat16)")
 
 
 def train(template: torch.nn.Module, delta: torch.nn.Module, data: list[Encoded], cfg: TrainConfig,
