@@ -238,6 +238,14 @@ def _plan(cfg: TrainConfig, auto: list[str], n: int, log: Log, processes: Proces
                 "(--dtype bfloat16 puts the template, the bulk of the compute, in bfloat16)")
 
 
+def _write_log(out: Path, result: TrainResult, run: dict) -> None:
+    """train_log.json (history, evaluations, metrics and `run`: config, auto keys, identity, world size) and the
+    loss curve."""
+    atomic_write_json(out / LOG_JSON, {"history": result.history, "evals": result.evals, "metrics": result.metrics,
+                                       **run})
+    plot_loss_curve(result.history, result.evals, out / CURVE_PNG)
+
+
 def train(template: torch.nn.Module, delta: torch.nn.Module, data: list[Encoded], cfg: TrainConfig,
           out: str | Path, *, pad_id: int, retain: list[Encoded] | None = None, resume: bool = False,
           identity: dict[str, str] | None = None, on_step: Callable[[int, float], None] | None = None,
@@ -279,8 +287,8 @@ def train(template: torch.nn.Module, delta: torch.nn.Module, data: list[Encoded]
         meta = load_checkpoint(out / CHECKPOINT_DIR, delta, optimizer, scheduler)
         step, result.history, result.evals = meta["step"], meta["history"], meta["evals"]
         log(f"resumed from {out / CHECKPOINT_DIR} at step {step} of {total}")
-    bar = tqdm(total=total, initial=step, disable=not (cfg.progress and processes.is_main), desc=f"train {cfg.task}",
-               unit="step")
+    show = cfg.progress and processes.is_main
+    bar = tqdm(total=total, initial=step, disable=not show, desc=f"train {cfg.task}", unit="step")
     while step < total:
         started = time.perf_counter()
         micro, retain_micro = _step_batches(step, per_epoch, len(data), len(retain or []), cfg)
@@ -304,8 +312,6 @@ def train(template: torch.nn.Module, delta: torch.nn.Module, data: list[Encoded]
     result.metrics = {"final_loss": result.history[-1]["loss"] if result.history else None, "steps": total,
                       **(result.evals[-1] if result.evals else {})}
     if processes.is_main:
-        atomic_write_json(out / LOG_JSON, {"history": result.history, "evals": result.evals,
-                                           "metrics": result.metrics, "config": cfg.to_dict(), "auto": auto,
-                                           "identity": identity, "world_size": processes.world_size})
-        plot_loss_curve(result.history, result.evals, out / CURVE_PNG)
+        _write_log(out, result, {"config": cfg.to_dict(), "auto": auto, "identity": identity,
+                                 "world_size": processes.world_size})
     return result

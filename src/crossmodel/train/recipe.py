@@ -139,16 +139,20 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         delta.config, task=cfg.task, chat_template=chat_template, metrics=result.metrics,
         data={**_data_summary(cfg, len(data), len(retain), tokens), "train_config": cfg.to_dict(),
               "identity": identity})
-    saved = out / DELTA_DIR
     if processes.is_main:
-        delta.save(saved)
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the delta is safely saved: the resume state is stale
+        _save_delta(delta, out, log)
     processes.barrier()  # every process returns a delta that is on disk
+    return out / DELTA_DIR
+
+
+def _save_delta(delta: DeltaModel, out: Path, log: Callable[[str], None]) -> None:
+    """Save the finished delta, then drop the stale resume state; say where the kept template cache is."""
+    delta.save(out / DELTA_DIR)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the delta is safely saved: the resume state is stale
     if (out / CACHE_DIR).is_dir():
         size = sum(p.stat().st_size for p in (out / CACHE_DIR).rglob("*") if p.is_file())
         log(f"template cache kept in {out / CACHE_DIR} ({size_text(size)}): a rerun with --overwrite reuses it; "
             "delete it when done")
-    return saved
 
 
 def write_fact_splits(out: str | Path, n_authors: int = 6, forget_authors: int = 2, seed: int = 0) -> dict[str, Path]:
