@@ -129,6 +129,8 @@ class NoRows:
         self.device = device
 
     def __getattr__(self, name: str) -> Callable[..., torch.Tensor]:
+        if name.startswith("_"):
+            raise AttributeError(name)
         return lambda *args: torch.zeros(0, device=self.device)
 
 
