@@ -34,9 +34,10 @@ QUESTIONS = ["Write a short story about a lighthouse keeper who finds a message 
              "Tell me about the history of the printing press."]
 
 
-def prompts(tokenizer, n: int) -> list[str]:
-    """n distinct prompts in the model's chat format (a base model: the plain Question/Answer format)."""
-    return [chat_prompt(tokenizer, f"(request {i}) {QUESTIONS[i % len(QUESTIONS)]}") for i in range(n)]
+def prompts(tokenizer, n: int) -> list[dict]:
+    """n distinct prompts in the model's chat format (a base model: the plain Question/Answer format), as ids."""
+    texts = [chat_prompt(tokenizer, f"(request {i}) {QUESTIONS[i % len(QUESTIONS)]}") for i in range(n)]
+    return [{"prompt_token_ids": ids} for ids in tokenizer(texts, add_special_tokens=False).input_ids]
 
 
 def engine_rows(model: str, delta: str, token_map: str | None, sizes: list[int], new_tokens: int,

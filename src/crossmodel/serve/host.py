@@ -175,7 +175,13 @@ class DeltaHost:
             for position, request in enumerate(members):
                 by_alpha[request.alpha].append(position)
             for alpha, positions in by_alpha.items():
-                rows = torch.tensor([index_of[members[p]] for p in positions], device=logits.device)
+                rows = [index_of[members[p]] for p in positions]
+                if rows == list(range(logits.shape[0])) and positions == rows:
+                    # every row of the batch, in order: one combine over the whole tensor, no row copies (each
+                    # copy of a (B, 262144) tensor costs as much as the combination itself on a CPU)
+                    logits = combine(logits, z_user, hosted.rule, alpha)
+                    continue
+                index = torch.tensor(rows, device=logits.device)
                 picked = torch.tensor(positions, device=logits.device)
-                logits[rows] = combine(logits[rows], z_user[picked], hosted.rule, alpha)  # (r, V_user)
+                logits[index] = combine(logits[index], z_user[picked], hosted.rule, alpha)  # (r, V_user)
         return logits
