@@ -49,6 +49,19 @@ def test_sft_moves_every_delta_weight_and_never_the_template(tokenizer, template
     assert "trainer_state.safetensors" in files and not [f for f in files if f.endswith((".pt", ".pkl", ".bin"))]
 
 
+
+def test_frozen_embeddings_stay_put_and_the_layers_still_learn(tokenizer, template, delta, tmp_path):
+    data = encoded(tokenizer, generate_facts(2, seed=1))
+    embedding = delta.get_input_embeddings().weight.detach().clone()
+    head = delta.get_output_embeddings().weight.detach().clone()
+    layer = delta.model.layers[0].mlp.up_proj.weight.detach().clone()
+    cfg = TrainConfig(epochs=4, batch_size=4, lr=3e-3, train_embeddings=False, save_every=0, progress=False)
+    result = train(template, delta, data, cfg, tmp_path, pad_id=tokenizer.pad_token_id)
+    assert torch.equal(delta.get_input_embeddings().weight, embedding)
+    assert torch.equal(delta.get_output_embeddings().weight, head)
+    assert not torch.equal(delta.model.layers[0].mlp.up_proj.weight, layer)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
 def pretrain(model, tokenizer, data, steps=40):
     """Make the tiny template know its data, as a real template knows the facts it should forget or keep."""
     side = LossData("all", data, tokenizer.pad_token_id, None)

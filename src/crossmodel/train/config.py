@@ -55,6 +55,10 @@ class TrainConfig:
     delta_d_model: int = _help("delta hidden width", 256)
     delta_heads: int = _help("delta attention heads", 4)
     delta_init: str | None = _help("'template' = embeddings from a PCA of the template's; unset = random", None)
+    train_embeddings: bool = _help("train the delta's token embeddings (input and output); --no-train-embeddings "
+                                   "keeps them at their initial value, so the delta changes logits only through its "
+                                   "layers, in that embedding's token geometry (with --delta-init template: the "
+                                   "template's)", True)
     epochs: int | None = _help(f"passes over the data; unset = auto: sft trains whole epochs until at least "
                                f"min_steps optimizer steps, unlearning {UNLEARN_EPOCHS} epochs (TOFU)", None)
     min_steps: int = _help("optimizer steps that auto epochs reach at least (sft)", 150)

@@ -198,7 +198,7 @@ def _optimizer_step(template, delta, main: LossData, retain: LossData | None, mi
             scaled.backward()
         losses.append(float(loss.detach()))
         tokens += batch.tokens
-    processes.sum_gradients(list(delta.parameters()))
+    processes.sum_gradients([p for p in delta.parameters() if p.requires_grad])
     if cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(delta.parameters(), cfg.max_grad_norm)
     lr = optimizer.param_groups[0]["lr"]
@@ -276,7 +276,10 @@ def train(template: torch.nn.Module, delta: torch.nn.Module, data: list[Encoded]
     _plan(cfg, auto, len(data), log, processes)
     main, side_retain = _sides(template, data, retain, cfg, out, pad_id, log, processes)
     sides = [s for s in (main, side_retain) if s is not None]
-    optimizer = torch.optim.AdamW(delta.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for table in (delta.get_input_embeddings(), delta.get_output_embeddings()):  # one tensor when tied
+        table.weight.requires_grad_(cfg.train_embeddings)
+    trained = [p for p in delta.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_epoch = cfg.steps_per_epoch(len(data))
     total = cfg.epochs * per_epoch
     schedule = partial(cosine_with_warmup, warmup=round(cfg.warmup_ratio * total), total=total)
