@@ -1,10 +1,11 @@
 """`crossmodel demo`: the whole method on real small models, as one recipe that reads top to bottom.
 
 1. pull the models, 2. write fictitious-author facts (TOFU's format), 3. train a knowledge delta (SFT) next to
-the template, 4. train an unlearning delta (grad_diff) next to "template + knowledge delta", so that it makes a
-model that knows the facts forget a subset of the authors, 5. steer every user model (other sizes, other
-vocabularies, token maps built on the fly) with the knowledge delta, then with both deltas, and measure ROUGE-L
-recall of greedy answers and the answers' NLL, 6. write tables, results.json and plots into one report folder.
+the template, 4. train an unlearning delta (idk: refusals on the forgotten authors, CE on the kept ones) next to
+"template + knowledge delta", so that it makes a model that knows the facts forget a subset of the authors,
+5. steer every user model (other sizes, other vocabularies, token maps built on the fly) with the knowledge delta,
+then with both deltas, and measure ROUGE-L recall of greedy answers, their degeneration rate and the answers' NLL,
+6. write tables, results.json and plots into one report folder.
 
 Prompt format: one plain "Question: …\\nAnswer:" format for every model (Gemma-3-270m is a base model without a
 chat template), so the user models and the delta read the same text; each tokenizer adds its own BOS.
@@ -54,11 +55,13 @@ class DemoConfig:
     facts: int = field(default=6, metadata={"help": "fictitious authors (5 facts each)"})
     forget: int = field(default=2, metadata={"help": "authors the unlearning delta makes the models forget"})
     epochs: int = field(default=10, metadata={"help": "epochs of the knowledge delta"})
-    unlearn_epochs: int = field(default=6, metadata={"help": "epochs of the unlearning delta"})
+    unlearn_epochs: int = field(default=10, metadata={"help": "epochs of the unlearning delta"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate of the knowledge delta"})
-    unlearn_lr: float = field(default=5e-3, metadata={"help": "peak learning rate of the unlearning delta"})
-    unlearn_task: str = field(default="grad_diff", metadata={"help": "the unlearning loss (a train task)"})
-    unlearn_options: tuple[tuple[str, Any], ...] = field(default=(), metadata={
+    unlearn_lr: float = field(default=3e-3, metadata={"help": "peak learning rate of the unlearning delta"})
+    unlearn_task: str = field(default="idk", metadata={"help": "the unlearning loss (a train task)"})
+    # idk with the retain term weighted 2: the setting of the demo sweep in docs/RESULTS.md (grad_diff, npo, simnpo
+    # and undial forgot by collapsing into repeated words there; idk answers with fluent refusals)
+    unlearn_options: tuple[tuple[str, Any], ...] = field(default=(("retain_weight", 2.0),), metadata={
         "help": "further TrainConfig keys of the unlearning run, e.g. (('retain_loss', 'kl'),)"})
     alpha: float = field(default=1.0, metadata={"help": "delta strength when steering the user models"})
     map_mode: str = field(default="normalized", metadata={"help": "token map mode for other vocabularies"})
