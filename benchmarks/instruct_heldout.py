@@ -1,0 +1,95 @@
+"""Why an instruction delta helps or hurts held-out text (issue 15's diagnosis): the reference NLL of Gemma-3-270m
+with and without SFT deltas, on AlpacaEval's dev items and on held-out Alpaca records, and on the held-out records
+split by whether the target token occurs in the delta's training answers ("seen") or not ("unseen").
+
+Same text as benchmarks/replicate_instruct.py: the plain "Question: …\\nAnswer:" format with Gemma's BOS, the first
+--answer-tokens tokens of each reference answer, the user model in bfloat16, the deltas in float32.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/instruct_heldout.py D1/delta D2/delta --records 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from crossmodel.models import load_model
+from crossmodel.steer import DeltaModel, DeltaSpec, steer
+
+from replicate_instruct import SHARED, _cut_answer
+from replication import log, machine
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("deltas", nargs="*", type=Path, help="delta folders (none: vanilla only)")
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--alpaca", type=Path, default=SHARED / "alpaca" / "alpaca_5000.json")
+    p.add_argument("--alpaca-eval", type=Path, default=SHARED / "alpaca_eval" / "alpaca_eval.json")
+    p.add_argument("--records", type=int, default=400, help="the deltas were trained on the first N Alpaca records")
+    p.add_argument("--dev-items", type=int, default=40, help="AlpacaEval items [0, N)")
+    p.add_argument("--heldout-items", type=int, default=50, help="the last N Alpaca records")
+    p.add_argument("--answer-tokens", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1)
+    return p.parse_args()
+
+
+def _instruction(r: dict) -> str:
+    return f"{r['instruction']}\n\n{r['input']}" if r["input"].strip() else r["instruction"]  # as the alpaca reader
+
+
+def token_logprobs(steered, items: list[dict], args: argparse.Namespace) -> list[tuple[list[int], list[float]]]:
+    """(target ids, log-probs) of every item's cut reference answer."""
+    out = []
+    for i in range(0, len(items), args.batch_size):
+        batch = items[i:i + args.batch_size]
+        conts = [_cut_answer(steered.tokenizer, it["output"], args.answer_tokens) for it in batch]
+        scores = steered.score([it["instruction"] for it in batch], conts, chat=True, batch_size=len(batch))
+        for cont, lp in zip(conts, scores):
+            ids = steered.tokenizer.encode(cont, add_special_tokens=False)
+            if len(ids) != len(lp):
+                raise ValueError(f"{len(ids)} target ids but {len(lp)} scores for {cont[:40]!r}")
+            out.append((ids, lp.tolist()))
+    return out
+
+
+def summary(scored: list[tuple[list[int], list[float]]], seen: set[int]) -> dict[str, float]:
+    """NLL per token overall, on seen and on unseen target tokens, and the unseen share of positions."""
+    pairs = [(t in seen, -lp) for ids, lps in scored for t, lp in zip(ids, lps)]
+    seen_nll = [n for s, n in pairs if s]
+    unseen_nll = [n for s, n in pairs if not s]
+    return {"nll": sum(n for _, n in pairs) / len(pairs), "seen": sum(seen_nll) / max(1, len(seen_nll)),
+            "unseen": sum(unseen_nll) / max(1, len(unseen_nll)), "unseen_share": len(unseen_nll) / len(pairs)}
+
+
+def main() -> None:
+    args = _args()
+    torch.set_num_threads(args.threads)
+    log(machine())
+    user = load_model(args.model, dtype=torch.bfloat16)
+    tok = user.tokenizer
+    alpaca = json.loads(args.alpaca.read_text())
+    seen = {t for r in alpaca[: args.records] for t in tok.encode(" " + r["output"].strip(), add_special_tokens=False)}
+    dev = json.loads(args.alpaca_eval.read_text())[: args.dev_items]
+    held = [{"instruction": _instruction(r), "output": r["output"]} for r in alpaca[-args.heldout_items:]
+            if r["output"].strip()]
+    rows = [("vanilla", [])] + [(str(d), [DeltaSpec(DeltaModel.load(d), alpha=args.alpha)]) for d in args.deltas]
+    print("| row | dev NLL | held-out NLL | held-out, seen tokens | held-out, unseen tokens | unseen share | s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, deltas in rows:
+        start = time.time()
+        steered = steer(user, deltas=deltas)
+        d = summary(token_logprobs(steered, dev, args), seen)
+        h = summary(token_logprobs(steered, held, args), seen)
+        print(f"| {name} | {d['nll']:.4f} | {h['nll']:.4f} | {h['seen']:.3f} | {h['unseen']:.3f} | "
+              f"{h['unseen_share']:.2f} | {time.time() - start:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
