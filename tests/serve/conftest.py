@@ -10,7 +10,7 @@ import torch
 
 from crossmodel.steer import DeltaModel
 from crossmodel.vocab import TokenMap
-from ..steer.conftest import make_bpe_tokenizer, make_char_tokenizer, make_model
+from ..steer.conftest import bpe_tok, char_tok, make_model  # noqa: F401  (the steer tests' tokenizer fixtures)
 
 
 def sharp_delta(vocabulary_of, seed: int) -> DeltaModel:
@@ -20,16 +20,6 @@ def sharp_delta(vocabulary_of, seed: int) -> DeltaModel:
     with torch.no_grad():
         delta.model.lm_head.weight.mul_(300.0)
     return delta
-
-
-@pytest.fixture(scope="session")
-def char_tok():
-    return make_char_tokenizer()
-
-
-@pytest.fixture(scope="session")
-def bpe_tok():
-    return make_bpe_tokenizer()
 
 
 @pytest.fixture(scope="session")
