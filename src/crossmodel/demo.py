@@ -58,6 +58,8 @@ class DemoConfig:
     unlearn_epochs: int = field(default=10, metadata={"help": "epochs of the unlearning delta"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate of the knowledge delta"})
     unlearn_lr: float = field(default=3e-3, metadata={"help": "peak learning rate of the unlearning delta"})
+    knowledge_options: tuple[tuple[str, Any], ...] = field(default=(), metadata={
+        "help": "further TrainConfig keys of the knowledge run, e.g. (('delta_lm_weight', 1.0),)"})
     unlearn_task: str = field(default="idk", metadata={"help": "the unlearning loss (a train task)"})
     # idk with the retain term weighted 2: the setting of the demo sweep in docs/RESULTS.md (grad_diff, npo, simnpo
     # and undial forgot by collapsing into repeated words there; idk answers with fluent refusals)
@@ -243,7 +245,7 @@ def train_deltas(cfg: DemoConfig, template: Any, paths: dict[str, Path], out: Pa
     """The knowledge delta next to the template, then the unlearning delta next to template + knowledge delta."""
     stage = time.time()
     knowledge = train_or_reuse(_train_config(cfg, out / "knowledge", data=str(paths[FACTS]), epochs=cfg.epochs,
-                                             lr=cfg.lr), template)
+                                             lr=cfg.lr, **dict(cfg.knowledge_options)), template)
     log(f"[2/5] knowledge delta trained: {_trained(knowledge.config.metrics)} ({time.time() - stage:.0f} s)")
     stage = time.time()
     stacked = StackedTemplate(template.model, knowledge.model, cfg.alpha, knowledge.config.rule)

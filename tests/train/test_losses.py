@@ -82,3 +82,36 @@ def test_unknown_task_and_missing_retain(template, delta, batches):
     for name in ("grad_diff", "kl"):
         with pytest.raises(ValueError, match="--retain"):
             get_loss(name)(c, None)
+
+
+@pytest.mark.parametrize("name", ["sft", "idk", "grad_diff", "npo", "kl"])
+def test_delta_lm_weight_adds_the_delta_alone_ce(name, template, delta, batches, naive_stats):
+    """delta_lm_weight w adds w × the CE of the delta's own softmax wherever a loss fits targets by CE (sft's data,
+    idk's refusals, a CE retain term), and nowhere else (not to −CE(forget), not to a KL retain term)."""
+    from crossmodel.train.templates import IGNORE_INDEX
+
+    def alone(batch):
+        zd = delta(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        mask = batch.labels[:, 1:] != IGNORE_INDEX
+        return -torch.log_softmax(zd.float(), -1)[:, :-1][mask].gather(-1, batch.labels[:, 1:][mask][:, None]).mean()
+
+    forget, retain = batches
+    c_f = combined_for_batch(delta, forget.input_ids, forget.attention_mask, forget.labels, template=template,
+                             chunk_size=5)
+    c_r = combined_for_batch(delta, retain.input_ids, retain.attention_mask, retain.labels, template=template)
+    got = get_loss(name)(c_f, c_r, LossOptions(delta_lm_weight=0.7)) - get_loss(name)(c_f, c_r)
+    want = {"sft": alone(forget), "idk": alone(forget) + alone(retain), "grad_diff": alone(retain),
+            "npo": alone(retain), "kl": torch.tensor(0.0)}[name]
+    torch.testing.assert_close(got, 0.7 * want, rtol=1e-4, atol=1e-5)
+
+
+def test_sft_kl_weight_adds_the_kl_to_the_template(template, delta, batches, naive_stats):
+    """sft + sft_kl_weight w: CE(data) + w × mean KL(template ‖ combined) over the same answer positions."""
+    forget, retain = batches
+    c_f = combined_for_batch(delta, forget.input_ids, forget.attention_mask, forget.labels, template=template,
+                             chunk_size=5)
+    lp_f, kl_f, _, _ = naive_stats(template, delta, forget)
+    got = get_loss("sft")(c_f, None, LossOptions(sft_kl_weight=0.4))
+    torch.testing.assert_close(got, -lp_f.mean() + 0.4 * kl_f.mean(), rtol=1e-5, atol=1e-5)
+    c_r = combined_for_batch(delta, retain.input_ids, retain.attention_mask, retain.labels, template=template)
+    torch.testing.assert_close(get_loss("idk")(c_f, c_r, LossOptions(sft_kl_weight=0.4)), get_loss("idk")(c_f, c_r))

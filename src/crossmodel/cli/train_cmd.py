@@ -47,6 +47,7 @@ def train(
     npo_beta: Optional[float] = _opt("npo_beta"), simnpo_beta: Optional[float] = _opt("simnpo_beta"),
     simnpo_gamma: Optional[float] = _opt("simnpo_gamma"), undial_gamma: Optional[float] = _opt("undial_gamma"),
     retain_loss: Optional[str] = _opt("retain_loss"), retain_weight: Optional[float] = _opt("retain_weight"),
+    sft_kl_weight: Optional[float] = _opt("sft_kl_weight"), delta_lm_weight: Optional[float] = _opt("delta_lm_weight"),
     chunk_size: Optional[int] = _opt("chunk_size"),
     dtype: Optional[str] = _opt("dtype"), template_shard: Optional[str] = _opt("template_shard"),
     cache: Optional[bool] = _opt("cache", "--cache/--no-cache"),

@@ -53,8 +53,9 @@ def loss_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
 class CombinedStats:
     """Lazy per-position statistics of the combined model on N loss positions of one batch.
 
-    `logprob()` (log p_combined of each target), `kl()` (KL(template ‖ combined) at each position) and
-    `template_logprob()` (log p_template of each target, the NPO reference) are each computed in one chunked
+    `logprob()` (log p_combined of each target), `delta_logprob()` (log p of the delta alone), `kl()`
+    (KL(template ‖ combined) at each position) and `template_logprob()` (log p_template of each target, the NPO
+    reference) are each computed in one chunked
     pass on first use; `seq` says which sequence of the batch a position belongs to.
     """
 
@@ -84,6 +85,10 @@ class CombinedStats:
         logp, _ = self._combined_logprobs(start, end, h)
         return logp.gather(-1, self.targets[start:end, None]).squeeze(-1)  # (c,)
 
+    def _delta_logprob(self, start: int, end: int, h: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(self.head(h).float(), dim=-1)  # (c, V): the delta alone, its own softmax
+        return logp.gather(-1, self.targets[start:end, None]).squeeze(-1)  # (c,)
+
     def _kl(self, start: int, end: int, h: torch.Tensor) -> torch.Tensor:
         logp, template = self._combined_logprobs(start, end, h)
         return (template.exp() * (template - logp)).sum(-1)  # (c,)
@@ -111,6 +116,13 @@ class CombinedStats:
         if "logprob" not in self._memo:
             self._memo["logprob"] = self._chunked(self._target_logprob)
         return self._memo["logprob"]
+
+    def delta_logprob(self) -> torch.Tensor:
+        """log p_delta(target) of the delta alone (softmax of its own logits, no template) at every loss position,
+        (N,)."""
+        if "delta" not in self._memo:
+            self._memo["delta"] = self._chunked(self._delta_logprob)
+        return self._memo["delta"]
 
     def kl(self) -> torch.Tensor:
         """KL(template ‖ combined) at every loss position, (N,)."""

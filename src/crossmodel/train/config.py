@@ -78,6 +78,13 @@ class TrainConfig:
                              "frozen model)", "ce")
     retain_weight: float = _help("weight of the retain term against the forget term (grad_diff, kl, idk, npo, "
                                  "simnpo, undial)", 1.0)
+    sft_kl_weight: float = _help("sft: weight of KL(template ‖ combined) on the training answers, added to the CE; "
+                                 "keeps the combined model near the template wherever the data does not pull it "
+                                 "(against memorising a small instruction set)", 0.0)
+    delta_lm_weight: float = _help("weight of the delta's own next-token CE (its logits alone, without the "
+                                   "template), added wherever the loss fits targets by CE (sft data, idk refusals, "
+                                   "CE retain terms); > 0 makes the delta a language model by itself, which keeps "
+                                   "steering across vocabularies from repeating word pieces", 0.0)
     chunk_size: int = _help("loss positions per chunk of the memory-safe loss", 256)
     dtype: str = _help(f"the frozen template's dtype: {' | '.join(TEMPLATE_DTYPE_NAMES)} (the delta stays "
                        "float32)", "float32")
@@ -109,7 +116,8 @@ class TrainConfig:
                      "grad_accum", "max_length", "chunk_size", "limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be >= 1")
-        for name in ("eval_every", "save_every", "weight_decay", "max_grad_norm", "cache_budget_gb", "retain_weight"):
+        for name in ("eval_every", "save_every", "weight_decay", "max_grad_norm", "cache_budget_gb", "retain_weight",
+                     "sft_kl_weight", "delta_lm_weight"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be >= 0")
         for name in ("lr", "npo_beta", "simnpo_beta"):

@@ -9,7 +9,10 @@ Prevails: Rethinking Negative Preference Optimization for LLM Unlearning", arXiv
 arXiv 2402.10052), with the template alone as the frozen reference model. Token losses are means over the batch's
 response tokens. The retain term of idk / npo / simnpo / undial is CE on the retain answers, or (retain_loss="kl")
 KL(template ‖ combined) there — pulling the retain distribution back to the frozen model's, not only its answers —
-weighted by `retain_weight` (1 = TOFU's sum).
+weighted by `retain_weight` (1 = TOFU's sum). Every term that fits targets by CE (sft's data, idk's refusals, a CE
+retain term) can add the delta's own CE on the same targets — its logits softmaxed alone, without the template —
+weighted by `delta_lm_weight`: a delta that is a language model by itself orders its boosts, so a user model of
+another tokenization does not repeat a boosted piece (docs/RESULTS.md, demo).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class LossOptions:
     undial_gamma: float = 10.0  # UNDIAL: how far the target token's logit is lowered in the teacher
     retain_loss: str = "ce"  # the retain term: "ce" on the retain answers, or "kl" to the frozen model
     retain_weight: float = 1.0  # weight of the retain term against the forget term (open-unlearning's alpha)
+    sft_kl_weight: float = 0.0  # sft: weight of KL(template ‖ combined) on the training answers
+    delta_lm_weight: float = 0.0  # weight of the delta's own CE (its logits alone) wherever a CE term fits targets
 
     @classmethod
     def of(cls, config: Any) -> "LossOptions":
@@ -54,6 +59,14 @@ def _nll(combined: CombinedStats) -> torch.Tensor:
     return -combined.logprob().mean()
 
 
+def _fit(combined: CombinedStats, options: LossOptions) -> torch.Tensor:
+    """CE of the combined model on the targets, plus `delta_lm_weight` × CE of the delta alone on them."""
+    loss = _nll(combined)
+    if options.delta_lm_weight:
+        loss = loss - options.delta_lm_weight * combined.delta_logprob().mean()
+    return loss
+
+
 def _retain_term(retain: CombinedStats, how: str) -> torch.Tensor:
     """CE of the combined model on the retain answers, or KL(template ‖ combined) at the retain positions."""
     if how not in RETAIN_LOSSES:
@@ -62,7 +75,10 @@ def _retain_term(retain: CombinedStats, how: str) -> torch.Tensor:
 
 
 def _plus_retain(loss: torch.Tensor, retain: CombinedStats | None, options: LossOptions) -> torch.Tensor:
-    return loss if retain is None else loss + options.retain_weight * _retain_term(retain, options.retain_loss)
+    if retain is None:
+        return loss
+    term = _fit(retain, options) if options.retain_loss == "ce" else _retain_term(retain, options.retain_loss)
+    return loss + options.retain_weight * term
 
 
 def _need_retain(retain: CombinedStats | None, task: str) -> CombinedStats:
@@ -73,8 +89,11 @@ def _need_retain(retain: CombinedStats | None, task: str) -> CombinedStats:
 
 def sft(combined: CombinedStats, retain: CombinedStats | None = None,
         options: LossOptions = DEFAULT_OPTIONS) -> torch.Tensor:
-    """Supervised fine-tuning: CE of the combined model on the response tokens."""
-    return _nll(combined)
+    """Supervised fine-tuning: CE of the combined model on the response tokens (+ the delta-alone term of
+    `delta_lm_weight`), + `sft_kl_weight` × KL(template ‖ combined) at the same positions, which keeps the
+    combined model near the template wherever the data does not pull it away."""
+    loss = _fit(combined, options)
+    return loss + options.sft_kl_weight * combined.kl().mean() if options.sft_kl_weight else loss
 
 
 def grad_ascent(combined: CombinedStats, retain: CombinedStats | None = None,
@@ -85,8 +104,9 @@ def grad_ascent(combined: CombinedStats, retain: CombinedStats | None = None,
 
 def grad_diff(combined: CombinedStats, retain: CombinedStats | None = None,
               options: LossOptions = DEFAULT_OPTIONS) -> torch.Tensor:
-    """Gradient difference: −CE(forget) + w · CE(retain), w = retain_weight."""
-    return -_nll(combined) + options.retain_weight * _nll(_need_retain(retain, "grad_diff"))
+    """Gradient difference: −CE(forget) + w · CE(retain), w = retain_weight (+ the delta-alone term of
+    `delta_lm_weight` on the retain answers)."""
+    return -_nll(combined) + options.retain_weight * _fit(_need_retain(retain, "grad_diff"), options)
 
 
 def kl(combined: CombinedStats, retain: CombinedStats | None = None,
@@ -100,8 +120,9 @@ def kl(combined: CombinedStats, retain: CombinedStats | None = None,
 def idk(combined: CombinedStats, retain: CombinedStats | None = None,
         options: LossOptions = DEFAULT_OPTIONS) -> torch.Tensor:
     """CE toward refusal answers (`combined` is built on the forget prompts with `data.with_idk_answers`),
-    plus CE(retain) when a retain set is given, as in TOFU's idk."""
-    return _plus_retain(_nll(combined), retain, options)
+    plus CE(retain) when a retain set is given, as in TOFU's idk (+ the delta-alone term of `delta_lm_weight` on
+    the refusals and retain answers)."""
+    return _plus_retain(_fit(combined, options), retain, options)
 
 
 def npo(combined: CombinedStats, retain: CombinedStats | None = None,
