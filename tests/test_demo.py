@@ -147,19 +147,19 @@ def test_config_errors_name_the_setting(bad, match):
 
 @pytest.mark.slow
 def test_real_demo_transfers_knowledge(tmp_path):
-    """The default demo on the zoo models: the delta raises ROUGE-L for the two models of other vocabularies; the
-    unlearning delta brings every model's forgotten authors back to where it was before it learned them (+ 0.10),
-    and on the template it does so with fluent answers while keeping 90 % of the kept authors (issue 16, goal 4)."""
+    """The default demo on the zoo models: the delta raises ROUGE-L for the two models of other vocabularies, and
+    issue 16's goal 4 holds on every model: the unlearning delta brings the forgotten authors back to where the
+    model was before it learned them (+ 0.10), keeps 90 % of the kept authors' ROUGE-L, and at most 10 % of the
+    forgotten answers are degenerate."""
     results = run_demo(DemoConfig(out=str(tmp_path)), log=print)
     rows = {r["model"]: r["variants"] for r in results["models"]}
     for name in ("gemma-3-270m", "qwen2.5-coder-0.5b-instruct"):
         assert rows[name]["knowledge"]["all"]["rouge_l_recall"] > rows[name]["before"]["all"]["rouge_l_recall"]
     for name, v in rows.items():
-        assert v["knowledge+unlearn"]["forget"]["rouge_l_recall"] <= v["before"]["forget"]["rouge_l_recall"] + 0.10
-    template = rows["smollm2-135m-instruct"]
-    assert template["knowledge+unlearn"]["retain"]["rouge_l_recall"] >= 0.9 * template["knowledge"]["retain"][
-        "rouge_l_recall"]
-    assert template["knowledge+unlearn"]["forget"]["degenerate_rate"] <= 0.10
+        before, known, unlearned = v["before"], v["knowledge"], v["knowledge+unlearn"]
+        assert unlearned["forget"]["rouge_l_recall"] <= before["forget"]["rouge_l_recall"] + 0.10, name
+        assert unlearned["retain"]["rouge_l_recall"] >= 0.9 * known["retain"]["rouge_l_recall"], name
+        assert unlearned["forget"]["degenerate_rate"] <= 0.10, name
 
 
 def test_unknown_model_fails_before_any_training(tmp_path):

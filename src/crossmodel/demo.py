@@ -57,13 +57,17 @@ class DemoConfig:
     epochs: int = field(default=10, metadata={"help": "epochs of the knowledge delta"})
     unlearn_epochs: int = field(default=10, metadata={"help": "epochs of the unlearning delta"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate of the knowledge delta"})
-    unlearn_lr: float = field(default=3e-3, metadata={"help": "peak learning rate of the unlearning delta"})
-    knowledge_options: tuple[tuple[str, Any], ...] = field(default=(), metadata={
-        "help": "further TrainConfig keys of the knowledge run, e.g. (('delta_lm_weight', 1.0),)"})
+    unlearn_lr: float = field(default=6e-3, metadata={"help": "peak learning rate of the unlearning delta"})
+    # both deltas are also trained as language models by themselves (delta_lm_weight 1): across vocabularies a delta
+    # trained only through the combination boosts its answer's pieces as a bag, and the user model repeats them
+    # ("Letters Letters Letters"); docs/RESULTS.md, "crossmodel demo"
+    knowledge_options: tuple[tuple[str, Any], ...] = field(default=(("delta_lm_weight", 1.0),), metadata={
+        "help": "further TrainConfig keys of the knowledge run"})
     unlearn_task: str = field(default="idk", metadata={"help": "the unlearning loss (a train task)"})
-    # idk with the retain term weighted 2: the setting of the demo sweep in docs/RESULTS.md (grad_diff, npo, simnpo
+    # idk with the retain term weighted 2: the setting of the demo sweeps in docs/RESULTS.md (grad_diff, npo, simnpo
     # and undial forgot by collapsing into repeated words there; idk answers with fluent refusals)
-    unlearn_options: tuple[tuple[str, Any], ...] = field(default=(("retain_weight", 2.0),), metadata={
+    unlearn_options: tuple[tuple[str, Any], ...] = field(default=(("retain_weight", 2.0), ("delta_lm_weight", 1.0)),
+                                                         metadata={
         "help": "further TrainConfig keys of the unlearning run, e.g. (('retain_loss', 'kl'),)"})
     alpha: float = field(default=1.0, metadata={"help": "delta strength when steering the user models"})
     map_mode: str = field(default="normalized", metadata={"help": "token map mode for other vocabularies"})
