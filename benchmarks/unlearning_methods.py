@@ -47,7 +47,6 @@ METHODS: dict[str, dict[str, Any]] = {  # name -> TrainConfig keys
     # the demo's setting: retain CE ×2, the delta also fits refusals and retain answers alone (docs/TRAINING.md)
     "idk+LM": {"task": "idk", "retain_weight": 2.0, "delta_lm_weight": 1.0},
 }
-METHOD_LRS = {"idk+LM": (3e-3, 6e-3)}  # swept instead of --lrs (its extra term slows the forgetting)
 SPLITS = ("forget", "retain", "real_authors", "world_facts")
 
 
@@ -203,7 +202,7 @@ def main() -> None:
         raise SystemExit(f"--methods: unknown {unknown}; choose from {list(METHODS)}")
     sweep: dict[str, dict[float, dict]] = {}
     for method in methods:
-        for lr in METHOD_LRS.get(method, lrs):
+        for lr in lrs:
             delta = unlearning_delta(args, out, tuned[TEMPLATE], files, "dev", method, lr)
             sweep.setdefault(method, {})[lr] = row(TEMPLATE, "dev", f"{method} lr={lr:g}", [(delta, 1.0, None)])
             log(f"dev {method} lr={lr:g} done ({time.time() - start:.0f} s)")
