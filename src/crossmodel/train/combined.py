@@ -55,8 +55,8 @@ class CombinedStats:
 
     `logprob()` (log p_combined of each target), `delta_logprob()` (log p of the delta alone), `kl()`
     (KL(template ‖ combined) at each position) and `template_logprob()` (log p_template of each target, the NPO
-    reference) are each computed in one chunked
-    pass on first use; `seq` says which sequence of the batch a position belongs to.
+    reference) are each computed in one chunked pass on first use; `seq` says which sequence of the batch a
+    position belongs to.
     """
 
     def __init__(self, delta_hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],

@@ -67,18 +67,16 @@ def _fit(combined: CombinedStats, options: LossOptions) -> torch.Tensor:
     return loss
 
 
-def _retain_term(retain: CombinedStats, how: str) -> torch.Tensor:
-    """CE of the combined model on the retain answers, or KL(template ‖ combined) at the retain positions."""
+def _retain_term(retain: CombinedStats, how: str, options: LossOptions = DEFAULT_OPTIONS) -> torch.Tensor:
+    """CE of the combined model on the retain answers (+ the delta-alone term), or KL(template ‖ combined) at the
+    retain positions."""
     if how not in RETAIN_LOSSES:
         raise ValueError(f"retain_loss={how!r}; choose one of {list(RETAIN_LOSSES)}")
-    return _nll(retain) if how == "ce" else retain.kl().mean()
+    return _fit(retain, options) if how == "ce" else retain.kl().mean()
 
 
 def _plus_retain(loss: torch.Tensor, retain: CombinedStats | None, options: LossOptions) -> torch.Tensor:
-    if retain is None:
-        return loss
-    term = _fit(retain, options) if options.retain_loss == "ce" else _retain_term(retain, options.retain_loss)
-    return loss + options.retain_weight * term
+    return loss if retain is None else loss + options.retain_weight * _retain_term(retain, options.retain_loss, options)
 
 
 def _need_retain(retain: CombinedStats | None, task: str) -> CombinedStats:
