@@ -41,6 +41,7 @@ from replication import TOFU, finish, log, machine, tofu_records, write_jsonl
 METHODS: dict[str, dict[str, Any]] = {  # name -> TrainConfig keys
     "grad_diff": {"task": "grad_diff"},
     "npo+KL": {"task": "npo", "retain_loss": "kl"},
+    "npo+KL×2": {"task": "npo", "retain_loss": "kl", "retain_weight": 2.0},  # for the utility gap of npo+KL
     "simnpo+KL": {"task": "simnpo", "retain_loss": "kl"},
     "undial+KL": {"task": "undial", "retain_loss": "kl"},
     "idk+KL": {"task": "idk", "retain_loss": "kl"},
