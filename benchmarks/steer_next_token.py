@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from crossmodel.models import load_model
-from crossmodel.steer import DeltaModel, token_map_for
+from crossmodel.steer import DeltaModel, combine, token_map_for
 
 DEFAULT_TEXTS = (
     "Question: Which award has Bettina Quenneville received?\nAnswer: Bettina Quenneville received the",
@@ -41,19 +41,19 @@ def _tops(logits: torch.Tensor, tokenizer, k: int) -> str:
 
 
 @torch.no_grad()
-def probe(user, delta: DeltaModel, text: str, k: int) -> None:
-    """Print the delta's, the user model's and the combined top-k next tokens after `text`."""
-    token_map = token_map_for(user, delta)
-    user_logp = torch.log_softmax(user.model(**user.tokenizer(text, return_tensors="pt")).logits[0, -1].float(), -1)
+def probe(user, delta: DeltaModel, token_map, text: str, k: int) -> None:
+    """Print the delta's, the user model's and the combined top-k next tokens after `text` (`token_map`: user ->
+    delta, None for the same vocabulary)."""
+    user_z = user.model(**user.tokenizer(text, return_tensors="pt")).logits[0, -1].float()
     delta_z = delta.model(**delta.tokenizer(text, return_tensors="pt")).logits[0, -1].float()
-    mapped = token_map.gather(delta_z[None])[0] if token_map is not None else delta_z[: user_logp.numel()]
-    combined = user_logp + mapped
+    mapped = token_map.gather(delta_z[None])[0] if token_map is not None else delta_z[: user_z.numel()]
+    user_logp, combined = torch.log_softmax(user_z, -1), combine(user_z, mapped, "basenormalize", 1.0)
     print(f"after …{text[-45:]!r}")
-    print(f"  delta alone (logit − its mean {float(delta_z.mean()):+.1f}): {_tops(delta_z - delta_z.mean(), delta.tokenizer, k)}")
+    centred = delta_z - delta_z.mean()
+    print(f"  delta alone (logit − its mean {float(delta_z.mean()):+.1f}): {_tops(centred, delta.tokenizer, k)}")
     print(f"  user alone (log-prob): {_tops(user_logp, user.tokenizer, k)}")
-    values, ids = combined.topk(k)
     parts = ", ".join(f"{user.tokenizer.convert_ids_to_tokens(int(i))!r} {float(user_logp[i]):+.1f}"
-                      f"{float(mapped[i]):+.1f}" for i in ids)
+                      f"{float(mapped[i]):+.1f}" for i in combined.topk(k).indices)
     print(f"  combined (user log-prob + delta logit): {parts}")
 
 
@@ -64,8 +64,9 @@ def main() -> None:
     for directory in args.deltas:
         print(f"== {directory}")
         delta = DeltaModel.load(directory)
+        token_map = token_map_for(user, delta)  # built once per delta, not per text
         for text in args.text or DEFAULT_TEXTS:
-            probe(user, delta, text, args.top)
+            probe(user, delta, token_map, text, args.top)
 
 
 if __name__ == "__main__":
