@@ -5,7 +5,8 @@ Two SFT deltas are trained on the first N Alpaca records: delta A next to the ba
 paper's setting) and delta B next to SmolLM2-135M-Instruct read through the plain "Question: …\\nAnswer:" format
 (a cross-vocabulary delta, applied to Gemma through a `normalized` map). Per user model the rows are: vanilla,
 + delta A, + delta B at several α, and the upper bound, a LoRA fine-tune of the user model on the same records.
-Every row reads the plain format (BOS included where the tokenizer wants one). Metrics:
+Every row reads the plain format (BOS included where the tokenizer wants one); an instruct user model has one more
+row, vanilla under its own chat template ("native chat template", the second reference). Metrics:
 
 1. reference-answer NLL (nats per user token, over the first --answer-tokens tokens of each reference) on
    AlpacaEval items: dev = items [0, --dev-items) (α is chosen there), test = [--test-start, +--test-items);
@@ -40,7 +41,7 @@ from replication import cached, finetune, finish, log, machine, write_jsonl
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 USERS = ("gemma-3-270m", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
-VANILLA, LORA = "vanilla", "LoRA fine-tune"
+VANILLA, LORA, NATIVE = "vanilla", "LoRA fine-tune", "native chat template"
 
 
 def _args() -> argparse.Namespace:
@@ -167,15 +168,16 @@ def eos_and_length(steered: Any, items: list[dict], folder: Path, args: argparse
     return done["summary"]
 
 
-def ifeval_row(args: argparse.Namespace, model: str, folder: Path, prompts: Path,
-               delta: Path | None = None, alpha: float = 1.0, token_map: Path | None = None) -> dict:
-    """`crossmodel eval --suite ifeval` on the test prompts for one row (the CLI's own code, resumable)."""
+def ifeval_row(args: argparse.Namespace, model: str, folder: Path, prompts: Path, delta: Path | None = None,
+               alpha: float = 1.0, token_map: Path | None = None, prompt_format: str = "plain") -> dict:
+    """`crossmodel eval --suite ifeval` on the test prompts for one row (the CLI's own code, resumable); every row
+    reads the plain format but the native-chat one."""
     from crossmodel.eval.runner import EvalConfig, run_eval
 
     config = EvalConfig(model=model, suite="ifeval", data=(str(prompts),), out=str(folder),
                         deltas=(str(delta),) if delta else (), alphas=(alpha,) if delta else (),
                         maps=(str(token_map) if token_map else "-",) if delta else (), baseline=False,
-                        max_new_tokens=args.ifeval_tokens, batch_size=args.batch_size,
+                        max_new_tokens=args.ifeval_tokens, batch_size=args.batch_size, prompt_format=prompt_format,
                         nltk_data=str(args.nltk_data), dtype=args.dtype)
     results = run_eval(config, log=log)
     return next(iter(results["variants"].values()))
@@ -215,8 +217,9 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, deltas: dict[str, 
         name: map_coverage(m, user.tokenizer, items["test"], args.answer_tokens) for name, m in maps.items() if m},
         key=",".join(sorted(maps)))  # recomputed once delta B joins
 
-    def measure(row: str, entries: list, model: Any = user, parts: tuple[str, ...] = ("test",)) -> None:
-        steered = steer(model, deltas=entries, chat_template=PLAIN_CHAT_TEMPLATE)
+    def measure(row: str, entries: list, model: Any = user, parts: tuple[str, ...] = ("test",),
+                chat_template: str | None = PLAIN_CHAT_TEMPLATE) -> None:
+        steered = steer(model, deltas=entries, chat_template=chat_template)
         parts = parts + ("heldout",) if "test" in parts and items["heldout"] else parts
         for part in parts:
             summary = reference_nll(steered, items[part], where / row, f"nll_{part}", args)
@@ -226,6 +229,8 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, deltas: dict[str, 
             log(f"  {spec} | {row} | EOS-stop {gen['eos_stop_rate']:.2f}, {gen['mean_tokens']:.0f} tokens")
 
     measure(VANILLA, [], parts=("dev", "test"))
+    if user.tokenizer.chat_template:  # an instruct model: its own chat format, the second reference
+        measure(NATIVE, [], parts=("dev", "test"), chat_template=None)
     if "A" not in deltas:  # delta A still training elsewhere: the vanilla rows need no delta
         return
     measure("delta A a=1", [DeltaSpec(deltas["A"], 1.0, maps["A"])])
@@ -256,6 +261,10 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, deltas: dict[str, 
             summary = ifeval_row(args, spec, folder, ifeval_file)
         elif row == LORA:
             summary = ifeval_row(args, str(tuned), folder, ifeval_file)
+        elif row == NATIVE:
+            if not user.tokenizer.chat_template:
+                continue
+            summary = ifeval_row(args, spec, folder, ifeval_file, prompt_format="own")
         else:
             name, alpha = row.split()[1], float(row.split("a=")[1])
             token_map = None
@@ -296,7 +305,7 @@ def _row_cells(folder: Path, base: dict | None, top: dict | None, vanilla_loose:
     dev, test = _load(folder / "nll_dev.json"), _load(folder / "nll_test.json")
     gen, heldout = _load(folder / "generate.json"), _load(folder / "nll_heldout.json")
     share = "–"
-    if base and top and test and folder.name not in (VANILLA, LORA):
+    if base and top and test and folder.name not in (VANILLA, LORA, NATIVE):
         gain = base["nll_per_token"] - top["nll_per_token"]
         share = f"{100 * (base['nll_per_token'] - test['nll_per_token']) / gain:.0f}%" if gain > 0 else "n/a"
     def nll(summary: dict | None) -> str:
@@ -318,6 +327,7 @@ def report(args: argparse.Namespace, out: Path) -> str:
         if not where.is_dir():
             continue
         rows = [VANILLA] + sorted(p.name for p in where.glob("delta [AB] a=*")) + [LORA]
+        rows += [NATIVE] if (where / NATIVE).is_dir() else []
         base, top = _load(where / VANILLA / "nll_test.json"), _load(where / LORA / "nll_test.json")
         vanilla_loose = _loose(where / VANILLA)
         for row in rows:

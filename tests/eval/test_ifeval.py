@@ -264,6 +264,31 @@ def test_cli_cross_vocabulary_delta_report_and_paired_comparison(tmp_path, saved
     assert "| a:base | a:steered | 3 |" in compared.output and "| a:base | b:base | 3 | " in compared.output
 
 
+def test_plain_prompt_format_reaches_every_variant_of_an_instruct_model(tmp_path, saved, tok):
+    from crossmodel.eval.runner import EvalConfig, load_variants
+
+    instruct = tmp_path / "instruct"
+    chat = "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<|bot|>{% endif %}"
+    make_model(tok, context=64).save_pretrained(instruct)
+    tok.chat_template = chat
+    try:
+        tok.save_pretrained(instruct)
+    finally:
+        tok.chat_template = None
+
+    def prompts(prompt_format: str) -> dict[str, str]:
+        config = EvalConfig(model=str(instruct), suite="ifeval", data=("x.jsonl",), out=str(tmp_path / "o"),
+                            deltas=(str(saved / "delta"),), maps=(str(saved / "map"),), prompt_format=prompt_format)
+        variants = load_variants(config)
+        return {"base": tok.decode(variants["base"].prompt_ids("Hi there", chat=True)),
+                "steered": variants["steered"].prompt_texts(["Hi there"], chat=True)[0]}
+
+    assert all("<|bot|>" in text and "Answer:" not in text for text in prompts("own").values())
+    assert all(text.endswith("Question: Hi there\nAnswer:") for text in prompts("plain").values())
+    with pytest.raises(ValueError, match="prompt_format='chatml'; choose one of own, plain"):
+        EvalConfig(model="m", suite="ifeval", data=("x",), out="o", prompt_format="chatml")
+
+
 def _run_dir(root: Path, name: str, outcomes: dict[str, list[bool]]) -> Path:
     run = root / name
     variants = {}

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from crossmodel.cli.app import command
-from crossmodel.cli.options import Alphas, Chat, Deltas, Dtype, Maps, Model, Rule
+from crossmodel.cli.options import Alphas, Chat, Deltas, Dtype, Maps, Model, PromptFormat, Rule
 
 
 @command("eval")
@@ -27,6 +27,7 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, help="evaluate the first N items of each split / file"),
     max_new_tokens: Optional[int] = typer.Option(None, help="generation budget (tofu 200, qa 128, ifeval 256)"),
     chat: Chat = True,
+    prompt_format: PromptFormat = "own",
     batch_size: int = typer.Option(4, help="items per batch"),
     forget: str = typer.Option("forget10", help="tofu forget set: forget01 | forget05 | forget10"),
     split: list[str] = typer.Option([], help="tofu splits to run (default: all four)"),
@@ -51,7 +52,8 @@ def eval_command(
 
     config = EvalConfig(model=model, suite=suite, data=tuple(data), out=str(out), deltas=tuple(delta),
                         alphas=tuple(alpha), maps=tuple(map), rule=rule, format=format, limit=limit,
-                        max_new_tokens=max_new_tokens, chat=chat, batch_size=batch_size, forget=forget,
+                        max_new_tokens=max_new_tokens, chat=chat, prompt_format=prompt_format,
+                        batch_size=batch_size, forget=forget,
                         splits=tuple(split) or tuple(TOFU_SPLITS),
                         reference=str(reference) if reference else None, baseline=baseline, after=after,
                         model_b=model_b, after_b=after_b, shift_map=shift_map, score_eos=score_eos,

@@ -19,3 +19,7 @@ Dtype = Annotated[str, typer.Option(
 Chat = Annotated[bool, typer.Option(
     help="prompt as a user turn: the model's chat template, or the plain 'Question: …\\nAnswer:' format for a "
          "base model (BOS included); --no-chat continues the raw text")]
+PromptFormat = Annotated[str, typer.Option(
+    help="the user model's prompts: own = its chat template (the plain format when it has none) | plain = the plain "
+         "'Question: …\\nAnswer:' format even for an instruct model, to compare it like with like under a delta "
+         "trained in that format")]

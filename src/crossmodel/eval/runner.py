@@ -26,6 +26,7 @@ SUITES = ("tofu", "qa", "nll", "shift", "ifeval")
 # tofu: locuslab's generation.max_length = 200; ifeval: lm-eval generates up to 1,280 tokens, which costs
 # ~1 CPU-hour per 100 prompts even for a 135M model here; 256 fits most answers (docs/EVALUATION.md)
 DEFAULT_NEW_TOKENS = {"tofu": 200, "qa": 128, "ifeval": 256}
+PROMPT_FORMATS = ("own", "plain")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class EvalConfig:
     limit: int | None = field(default=None, metadata={"help": "first N items of each split / file"})
     max_new_tokens: int | None = None
     chat: bool = True
+    prompt_format: str = field(default="own", metadata={"help": "own (the model's chat template) | plain"})
     batch_size: int = 4
     forget: str = "forget10"
     splits: tuple[str, ...] = tuple(TOFU_SPLITS)
@@ -64,6 +66,8 @@ class EvalConfig:
         if self.suite not in SUITES:
             raise ValueError(f"suite={self.suite!r}; choose one of {', '.join(SUITES)}")
         model_dtype(self.dtype)  # a bad --dtype fails before anything loads
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format={self.prompt_format!r}; choose one of {', '.join(PROMPT_FORMATS)}")
         if not self.data:
             raise ValueError("no --data given: pass a TOFU folder (tofu) or a QA/instruction file")
         delta_entries(self.deltas, self.alphas, self.maps)  # checks the counts and every alpha, before any load
@@ -90,6 +94,10 @@ def load_variants(config: EvalConfig) -> dict[str, Any]:
     from crossmodel.models import load_model
 
     loaded = load_model(config.model, dtype=config.dtype)
+    if config.prompt_format == "plain":  # every variant reads it, as deltas trained in that format did
+        from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
+
+        loaded.tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     variants: dict[str, Any] = {}
     if config.baseline or not config.deltas:
         variants["base"] = PlainModel(loaded.model, loaded.tokenizer, batch_size=config.batch_size)
