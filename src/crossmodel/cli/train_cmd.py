@@ -39,8 +39,6 @@ def train(
     delta_d_model: Optional[int] = _opt("delta_d_model"), delta_heads: Optional[int] = _opt("delta_heads"),
     delta_init: Optional[str] = _opt("delta_init"),
     train_embeddings: Optional[bool] = _opt("train_embeddings", "--train-embeddings/--no-train-embeddings"),
-    batch_embedding_rows: Optional[bool] = _opt("batch_embedding_rows",
-                                                "--batch-embedding-rows/--all-embedding-rows"),
     epochs: Optional[int] = _opt("epochs"),
     min_steps: Optional[int] = _opt("min_steps"), batch_size: Optional[int] = _opt("batch_size"),
     grad_accum: Optional[int] = _opt("grad_accum"), lr: Optional[float] = _opt("lr"),

@@ -59,11 +59,6 @@ class TrainConfig:
                                    "keeps them at their initial value, so the delta changes logits only through its "
                                    "layers, in that embedding's token geometry (with --delta-init template: the "
                                    "template's)", True)
-    batch_embedding_rows: bool = _help("give the embedding gradient only to the rows of tokens in the step's "
-                                       "batches (inputs and targets): a token the data never shows keeps its "
-                                       "initial row instead of being pushed down at every step, which Adam's "
-                                       "per-coordinate scaling does at full size however small its softmax "
-                                       "gradient (docs/TRAINING.md)", False)
     epochs: int | None = _help(f"passes over the data; unset = auto: sft trains whole epochs until at least "
                                f"min_steps optimizer steps, unlearning {UNLEARN_EPOCHS} epochs (TOFU)", None)
     min_steps: int = _help("optimizer steps that auto epochs reach at least (sft)", 150)

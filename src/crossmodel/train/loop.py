@@ -187,13 +187,11 @@ def _optimizer_step(template, delta, main: LossData, retain: LossData | None, mi
     entry (the same on every process)."""
     loss_fn, losses, tokens = get_loss(cfg.task), [], 0
     options = LossOptions.of(cfg)
-    shown: list[torch.Tensor] = []  # token ids of every batch of the step
     for j, index in enumerate(micro):
         batch = main.batch(index)
-        retain_batch = retain.batch(retain_micro[j]) if retain else None
-        shown += [b.input_ids for b in (batch, retain_batch) if b is not None]
         forget = main.combined(template, delta, batch, cfg, processes=processes)
-        other = retain.combined(template, delta, retain_batch, cfg, processes=processes) if retain else None
+        other = (retain.combined(template, delta, retain.batch(retain_micro[j]), cfg, processes=processes)
+                 if retain else None)
         loss = loss_fn(forget, other, options)
         scaled = loss / len(micro)
         if scaled.requires_grad or not processes.distributed:  # a process without rows has no share in it
@@ -201,8 +199,6 @@ def _optimizer_step(template, delta, main: LossData, retain: LossData | None, mi
         losses.append(float(loss.detach()))
         tokens += batch.tokens
     processes.sum_gradients([p for p in delta.parameters() if p.requires_grad])
-    if cfg.batch_embedding_rows:
-        keep_batch_rows(delta, torch.cat([ids.flatten() for ids in shown]))
     if cfg.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(delta.parameters(), cfg.max_grad_norm)
     lr = optimizer.param_groups[0]["lr"]
@@ -210,16 +206,6 @@ def _optimizer_step(template, delta, main: LossData, retain: LossData | None, mi
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return {"loss": sum(losses) / len(losses), "lr": lr, "tokens": tokens}
-
-
-def keep_batch_rows(delta: torch.nn.Module, token_ids: torch.Tensor) -> None:
-    """Zero the embedding gradient (input and output tables) of every row whose token is not in `token_ids`."""
-    for table in {id(t.weight): t.weight for t in (delta.get_input_embeddings(), delta.get_output_embeddings())
-                  }.values():
-        if table.grad is not None:
-            outside = torch.ones(table.shape[0], dtype=torch.bool, device=table.device)
-            outside[token_ids.to(table.device)] = False
-            table.grad[outside] = 0
 
 
 def _step_batches(step: int, per_epoch: int, n: int, n_retain: int, cfg: TrainConfig):
