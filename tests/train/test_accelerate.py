@@ -64,6 +64,13 @@ def launch(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
+# Delta tensors of two runs that split the same batches differently (process count, FSDP) match to float32 rounding
+# amplified by Adam: it divides each update by sqrt(v), so a coordinate with a tiny gradient turns a 1e-7 reduction-
+# order difference into a larger relative step. Seen: ≤ 1.1e-5 on AMD and Intel machines; one record dropped or
+# doubled in these runs moves the delta by 0.17 / 0.14 (measured), so 1e-4 still catches a lost or doubled row.
+DELTA_GAP = 1e-4
+
+
 def relative_gap(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> float:
     """The largest per-tensor ‖got − want‖ / ‖want‖."""
     assert got.keys() == want.keys()
@@ -107,7 +114,7 @@ def test_two_processes_give_the_one_process_run(runs, tokenizer):
     two_delta = load_file(root / "two" / "delta" / "model.safetensors")
     start = DeltaModel.create(vocabulary_of=tokenizer, layers=1, d_model=32, heads=2, seed=5).model.state_dict()
     assert relative_gap(one_delta, {k: start[k] for k in one_delta}) > 1e-3  # it trained
-    assert relative_gap(two_delta, one_delta) <= 1e-5
+    assert relative_gap(two_delta, one_delta) <= DELTA_GAP
     assert "2 processes on cpu" in two.stdout and two.stdout.count("delta saved to") == 1
 
 
@@ -134,10 +141,10 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_delta(runs):
     assert "resumed from" in resumed.stdout and "at step 2 of 6" in resumed.stdout
     assert [h["loss"] for h in history(out)] == pytest.approx([h["loss"] for h in history(root / "two")], rel=1e-5)
     want = load_file(root / "two" / "delta" / "model.safetensors")
-    assert relative_gap(load_file(out / "delta" / "model.safetensors"), want) <= 1e-5
+    assert relative_gap(load_file(out / "delta" / "model.safetensors"), want) <= DELTA_GAP
     # the numbers do not depend on the process count, so one process may continue a 2-process checkpoint
     run_training(TrainConfig(**base, out=str(root / "killed-1p")), resume=True, log=None)
-    assert relative_gap(load_file(root / "killed-1p" / "delta" / "model.safetensors"), want) <= 1e-5
+    assert relative_gap(load_file(root / "killed-1p" / "delta" / "model.safetensors"), want) <= DELTA_GAP
 
 
 def test_fsdp_sharded_template_gives_the_same_losses(runs):
@@ -154,7 +161,7 @@ def test_fsdp_sharded_template_gives_the_same_losses(runs):
     assert [h["loss"] for h in history(root / "fsdp")] == pytest.approx(want, rel=1e-5)
     gap = relative_gap(load_file(root / "fsdp" / "delta" / "model.safetensors"),
                        load_file(root / "one-nocache" / "delta" / "model.safetensors"))
-    assert gap <= 1e-5
+    assert gap <= DELTA_GAP
 
 
 def test_row_blocks_cover_the_batch_in_order():
