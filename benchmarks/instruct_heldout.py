@@ -3,9 +3,11 @@ with and without SFT deltas, on AlpacaEval's dev items and on held-out Alpaca re
 split by whether the target token occurs in the delta's training answers ("seen") or not ("unseen").
 
 Same text as benchmarks/replicate_instruct.py: the plain "Question: …\\nAnswer:" format with Gemma's BOS, the first
---answer-tokens tokens of each reference answer, the user model in bfloat16, the deltas in float32.
+--answer-tokens tokens of each reference answer, the user model in bfloat16, the deltas in float32. Every row's gap
+to vanilla comes with its standard error over items (the same items, paired).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/instruct_heldout.py D1/delta D2/delta --records 400
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/instruct_heldout.py D1/delta D2/delta --records 400 \
+        --heldout-items 200 --test-items 200:300
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 
 from crossmodel.models import load_model
-from crossmodel.steer import DeltaModel, DeltaSpec, steer
+from crossmodel.steer import DeltaModel, DeltaSpec, steer, token_map_for
 
 from replicate_instruct import SHARED, _cut_answer
 from replication import log, machine
@@ -34,6 +36,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--records", type=int, default=400, help="the deltas were trained on the first N Alpaca records")
     p.add_argument("--dev-items", type=int, default=40, help="AlpacaEval items [0, N)")
     p.add_argument("--heldout-items", type=int, default=50, help="the last N Alpaca records")
+    p.add_argument("--test-items", default="", help="AlpacaEval items START:END as a test split (e.g. 200:300, "
+                                                     "replicate_instruct's); empty = none")
     p.add_argument("--answer-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
@@ -68,6 +72,17 @@ def summary(scored: list[tuple[list[int], list[float]]], seen: set[int]) -> dict
             "unseen": sum(unseen_nll) / max(1, len(unseen_nll)), "unseen_share": len(unseen_nll) / len(pairs)}
 
 
+def paired_gap(scored: list[tuple[list[int], list[float]]], base: list[tuple[list[int], list[float]]]) -> str:
+    """Per-token NLL of `scored` minus `base` on the same items, ± its standard error with items as the unit
+    (a ratio estimator: item sums of the gap over item token counts), e.g. "-0.0070 ± 0.0031"."""
+    gaps = [sum(-a for a in lp) - sum(-b for b in lb) for (_, lp), (_, lb) in zip(scored, base)]
+    counts = [len(lp) for _, lp in scored]
+    mean = sum(gaps) / sum(counts)
+    n = len(gaps)
+    spread = sum((g - mean * c) ** 2 for g, c in zip(gaps, counts)) * n / (n - 1)
+    return f"{mean:+.4f} ± {spread ** 0.5 / sum(counts):.4f}"
+
+
 def main() -> None:
     args = _args()
     torch.set_num_threads(args.threads)
@@ -79,15 +94,25 @@ def main() -> None:
     dev = json.loads(args.alpaca_eval.read_text())[: args.dev_items]
     held = [{"instruction": _instruction(r), "output": r["output"]} for r in alpaca[-args.heldout_items:]
             if r["output"].strip()]
-    rows = [("vanilla", [])] + [(str(d), [DeltaSpec(DeltaModel.load(d), alpha=args.alpha)]) for d in args.deltas]
-    print("| row | dev NLL | held-out NLL | held-out, seen tokens | held-out, unseen tokens | unseen share | s |")
-    print("|---|---|---|---|---|---|---|")
+    start_end = [int(x) for x in args.test_items.split(":")] if args.test_items else []
+    test = json.loads(args.alpaca_eval.read_text())[slice(*start_end)] if start_end else []
+    loaded = [(str(d), DeltaModel.load(d)) for d in args.deltas]  # another vocabulary: a normalized map on the fly
+    rows = [("vanilla", [])] + [(name, [DeltaSpec(delta, alpha=args.alpha, token_map=token_map_for(user, delta))])
+                                for name, delta in loaded]
+    test_head = f" test NLL ({args.test_items}) | test gap ± s.e. |" if test else ""
+    print(f"| row | dev NLL | dev gap to vanilla ± s.e. | held-out NLL | held-out gap ± s.e. |{test_head} held-out, seen "
+          "tokens | held-out, unseen tokens | unseen share | s |")
+    print("|---" * (9 + 2 * bool(test)) + "|")
+    vanilla = None
     for name, deltas in rows:
         start = time.time()
         steered = steer(user, deltas=deltas)
-        d = summary(token_logprobs(steered, dev, args), seen)
-        h = summary(token_logprobs(steered, held, args), seen)
-        print(f"| {name} | {d['nll']:.4f} | {h['nll']:.4f} | {h['seen']:.3f} | {h['unseen']:.3f} | "
+        scored = [token_logprobs(steered, items, args) for items in (dev, held, test)]
+        vanilla = vanilla or scored
+        d, h = summary(scored[0], seen), summary(scored[1], seen)
+        test_cells = f" {summary(scored[2], seen)['nll']:.4f} | {paired_gap(scored[2], vanilla[2])} |" if test else ""
+        print(f"| {name} | {d['nll']:.4f} | {paired_gap(scored[0], vanilla[0])} | {h['nll']:.4f} | "
+              f"{paired_gap(scored[1], vanilla[1])} |{test_cells} {h['seen']:.3f} | {h['unseen']:.3f} | "
               f"{h['unseen_share']:.2f} | {time.time() - start:.0f} |", flush=True)
 
 

@@ -59,6 +59,16 @@ def test_low_rank_init_keeps_template_geometry(bpe_user):
     assert torch.corrcoef(torch.stack([d_fresh, d_template]))[0, 1] < corr
 
 
+def test_zero_start_delta_leaves_the_template_distribution(bpe_user):
+    ids = bpe_user.tokenizer("steer me gently", return_tensors="pt").input_ids
+    delta = DeltaModel.create(vocabulary_of=bpe_user, layers=1, d_model=16, heads=2, zero_start=True)
+    assert torch.count_nonzero(delta.model(ids).logits) == 0
+    assert delta.config.architecture["zero_start"] is True
+    assert torch.count_nonzero(delta.model.get_input_embeddings().weight) > 0  # only the output scale is zero
+    random = DeltaModel.create(vocabulary_of=bpe_user, layers=1, d_model=16, heads=2)
+    assert random.model(ids).logits.abs().mean() > 0.01 and random.config.architecture["zero_start"] is False
+
+
 def test_low_rank_projection_exact_on_low_rank_matrix():
     torch.manual_seed(0)
     base = torch.randn(200, 3) @ torch.randn(3, 12)  # rank 3

@@ -27,10 +27,32 @@ def test_auto_epochs_reach_min_steps_in_whole_epochs(n, batch, accum, epochs):
 
 
 def test_auto_values_keep_explicit_settings_and_unlearning_runs_tofu_epochs():
-    assert TrainConfig(epochs=3, save_every=0).resolved(30) == TrainConfig(epochs=3, save_every=0)
+    explicit = {"epochs": 3, "save_every": 0, "delta_init": "template", "delta_zero_start": False}
+    assert TrainConfig(**explicit).resolved(30) == TrainConfig(**explicit)
+    assert TrainConfig(data_format="alpaca", **explicit).resolved(30) == TrainConfig(data_format="alpaca", **explicit)
     assert TrainConfig(task="grad_diff", retain="r.json").resolved(10).epochs == UNLEARN_EPOCHS == 5
     assert TrainConfig(min_steps=10).resolved(30).epochs == 2  # 8 steps per epoch
     assert TrainConfig().lr == 2e-3 and TrainConfig().epochs is None
+
+
+@pytest.mark.parametrize("task, data_format, init, zero", [("sft", "alpaca", "template", True),
+                                                          ("sft", "tofu", "random", False),
+                                                          ("sft", "chat", "random", False),
+                                                          ("npo", "alpaca", "random", False)])
+def test_auto_delta_start_is_the_instruction_recipe_only_for_sft_on_alpaca(task, data_format, init, zero):
+    cfg = TrainConfig(task=task, data_format=data_format).resolved(30)
+    assert (cfg.delta_init, cfg.delta_zero_start) == (init, zero)
+    with pytest.raises(ValueError, match="delta_init='pca'"):
+        TrainConfig(delta_init="pca")
+
+
+def test_a_config_saved_before_the_delta_start_was_auto_reads_as_a_random_start():
+    saved = {**TrainConfig(epochs=3, save_every=0).to_dict(), "delta_init": None}
+    del saved["delta_zero_start"]
+    assert config_changes(saved, TrainConfig(epochs=3, save_every=0).resolved(30).to_dict()) == []
+    instruct = TrainConfig(epochs=3, save_every=0, data_format="alpaca").resolved(30).to_dict()
+    assert config_changes({**saved, "data_format": "alpaca"}, instruct) == [
+        "delta_init 'random' → 'template'", "delta_zero_start False → True"]
 
 
 def test_help_names_match_the_registries():

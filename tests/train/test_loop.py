@@ -63,6 +63,18 @@ def test_frozen_embeddings_stay_put_and_the_layers_still_learn(tokenizer, templa
     assert result.history[-1]["loss"] < result.history[0]["loss"]
 
 
+def test_a_zero_start_delta_learns(tokenizer, template, tmp_path):
+    from crossmodel.steer import DeltaModel
+
+    data = encoded(tokenizer, generate_facts(2, seed=1))
+    delta = DeltaModel.create(tokenizer, layers=1, d_model=32, heads=2, zero_start=True).model.train()
+    cfg = TrainConfig(epochs=8, batch_size=4, lr=1e-2, eval_every=6, save_every=0, progress=False)  # its logits
+    # grow as (norm scale) × (embedding change), both from zero: slower at first than a random start
+    result = train(template, delta, data, cfg, tmp_path, pad_id=tokenizer.pad_token_id)
+    assert torch.count_nonzero(delta.model.norm.weight) > 0 and torch.count_nonzero(delta.lm_head.weight) > 0
+    assert result.evals[-1]["data_nll"] < result.evals[0]["data_nll"] - 0.3
+
+
 def pretrain(model, tokenizer, data, steps=40):
     """Make the tiny template know its data, as a real template knows the facts it should forget or keep."""
     side = LossData("all", data, tokenizer.pad_token_id, None)

@@ -7,11 +7,12 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from crossmodel.cli import app
 from crossmodel.models import load_model
-from crossmodel.train.config import TrainConfig
+from crossmodel.train.config import AUTO_KEYS, TrainConfig
 from crossmodel.train.facts import write_facts
 from crossmodel.train.recipe import run_training
 
@@ -128,12 +129,30 @@ def test_auto_epochs_limit_and_notes_are_printed_and_recorded(tmp_path, template
     result = invoke("--template", template_dir, "--data", facts, "--out", out, "--limit", 6, "--min-steps", 5, *TINY)
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "sft: 6 examples, 3 epochs × 2 steps = 6 optimizer steps, lr 0.002" in text and "epochs, save_every: auto" in text
+    assert "sft: 6 examples, 3 epochs × 2 steps = 6 optimizer steps, lr 0.002" in text
+    assert "delta start: random embeddings (epochs, save_every, delta_init, delta_zero_start: auto)" in text
     log = json.loads((out / "train_log.json").read_text())
-    assert log["config"]["epochs"] == 3 and log["config"]["save_every"] == 5 and log["auto"] == ["epochs", "save_every"]
-    saved = json.loads((out / "delta" / "crossmodel.json").read_text())["data"]
+    assert log["config"]["epochs"] == 3 and log["config"]["save_every"] == 5 and log["auto"] == list(AUTO_KEYS)
+    saved = json.loads((out / "delta" / "crossmodel.json").read_text())
+    assert saved["architecture"]["init_from"] is None and saved["architecture"]["zero_start"] is False
+    saved = saved["data"]
     assert saved["examples"] == 6 and saved["train_config"]["epochs"] == 3 and len(saved["identity"]["data_sha256"]) == 64
     assert "template cache:" in text and "template cache kept in" in text
+
+
+def test_alpaca_instruction_data_starts_the_delta_at_zero_in_the_template_geometry(tmp_path, template_dir):
+    records = [{"instruction": f"Name colour number {i}.", "input": "", "output": f"Colour {i} is blue."}
+               for i in range(6)]
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps(records))
+    out = tmp_path / "run"
+    result = invoke("--template", template_dir, "--data", data, "--data-format", "alpaca", "--out", out, "--epochs", 1,
+                    *TINY)
+    assert result.exit_code == 0, result.output
+    assert "delta start: template embeddings, zero logits" in " ".join(result.output.split())
+    architecture = json.loads((out / "delta" / "crossmodel.json").read_text())["architecture"]
+    assert architecture["init_from"] == "template" and architecture["zero_start"] is True
+    assert torch.count_nonzero(load_file(out / "delta" / "model.safetensors")["model.norm.weight"]) > 0  # it learnt
 
 
 def test_cache_budget_and_no_cache_recompute_and_say_so(tmp_path, template_dir, facts):

@@ -13,10 +13,9 @@ from typing import Any, Optional
 import typer
 
 from crossmodel.cli.app import command
-from crossmodel.train.config import TrainConfig
+from crossmodel.train.config import AUTO_KEYS, TrainConfig
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-AUTO = ("epochs", "save_every")  # unset = resolved from the data size
 # accelerate 1.x's `launch --cpu` runs the script once (multi-CPU there means mpirun; accelerate issue #2741)
 LAUNCH_CPU_NOTE = ("`accelerate launch --cpu` started one process; for N CPU processes run `accelerate launch "
                    "--multi_gpu --num_processes N ...` (torchrun; gloo on CPU, docs/SCALING.md)")
@@ -25,7 +24,7 @@ LAUNCH_CPU_NOTE = ("`accelerate launch --cpu` started one process; for N CPU pro
 def _opt(name: str, *decls: str) -> Any:
     """A flag for TrainConfig.<name>: None unless given (so --config values stand), the field's help and default."""
     default = FIELDS[name].default
-    shown: Any = "auto" if name in AUTO else (name if isinstance(default, bool) else default)
+    shown: Any = "auto" if name in AUTO_KEYS else (name if isinstance(default, bool) else default)
     return typer.Option(None, *decls, help=FIELDS[name].metadata["help"],
                         show_default=False if shown in (None, "") else str(shown))
 
@@ -38,6 +37,7 @@ def train(
     alpha: Optional[float] = _opt("alpha"), delta_layers: Optional[int] = _opt("delta_layers"),
     delta_d_model: Optional[int] = _opt("delta_d_model"), delta_heads: Optional[int] = _opt("delta_heads"),
     delta_init: Optional[str] = _opt("delta_init"),
+    delta_zero_start: Optional[bool] = _opt("delta_zero_start", "--delta-zero-start/--no-delta-zero-start"),
     train_embeddings: Optional[bool] = _opt("train_embeddings", "--train-embeddings/--no-train-embeddings"),
     epochs: Optional[int] = _opt("epochs"),
     min_steps: Optional[int] = _opt("min_steps"), batch_size: Optional[int] = _opt("batch_size"),

@@ -117,7 +117,8 @@ def low_rank_embeddings(embeddings: torch.Tensor, rank: int, std: float, seed: i
     emb = embeddings.detach().float()
     if rank > emb.shape[1]:
         raise ValueError(f"d_model={rank} exceeds the template embedding width {emb.shape[1]}; "
-                         "use d_model <= template width or init_from=None")
+                         f"use a delta d_model (--delta-d-model) <= {emb.shape[1]} or a random start (init_from=None, "
+                         "--delta-init random)")
     centred = emb - emb.mean(dim=0, keepdim=True)
     with torch.random.fork_rng(devices=[]):  # svd_lowrank draws a random sketch; seed it, leave global RNG alone
         torch.manual_seed(seed)
@@ -143,8 +144,9 @@ class DeltaModel:
     @classmethod
     def create(cls, vocabulary_of: Any, layers: int = 4, d_model: int = 256, heads: int = 4,
                kv_heads: int | None = None, d_ff: int | None = None, max_positions: int | None = None,
-               tie_embeddings: bool = True, init_from: Any = None, rule: str = "basenormalize",
-               alpha: float = 1.0, seed: int = 0, dtype: torch.dtype = torch.float32) -> DeltaModel:
+               tie_embeddings: bool = True, init_from: Any = None, zero_start: bool = False,
+               rule: str = "basenormalize", alpha: float = 1.0, seed: int = 0,
+               dtype: torch.dtype = torch.float32) -> DeltaModel:
         """A fresh Llama-style delta in the vocabulary of `vocabulary_of` (LoadedModel, tokenizer or spec).
 
         The vocabulary size is the template's logits width, so delta and template logits line up row for row.
@@ -152,6 +154,8 @@ class DeltaModel:
         a tokenizer is given; it is recorded in crossmodel.json (`architecture.max_positions`).
         `init_from` = "template" (or a LoadedModel / HF model) initialises the input embeddings from a
         low-rank PCA projection of that model's input embedding matrix instead of at random.
+        `zero_start` sets the final norm's scale to zero, so the fresh delta's logits are exactly zero: training
+        starts at the template's own distribution instead of at random logits (the LoRA B = 0 idea).
         """
         for name, value in (("layers", layers), ("d_model", d_model), ("heads", heads)):
             if value < 1:
@@ -183,12 +187,15 @@ class DeltaModel:
             n = min(rows, projected.shape[0])
             with torch.no_grad():
                 model.get_input_embeddings().weight[:n] = projected[:n].to(dtype)
+        if zero_start:
+            with torch.no_grad():
+                model.model.norm.weight.zero_()
         fingerprint = vocab_fingerprint(tokenizer)
         arch = {"type": "llama", "layers": layers, "d_model": d_model, "heads": heads,
                 "kv_heads": kv_heads or heads, "d_ff": d_ff or 4 * d_model, "max_positions": max_positions,
                 "vocab_rows": rows, "parameters": sum(p.numel() for p in model.parameters()),
                 "init_from": None if init_from is None else ("template" if isinstance(init_from, str) else
-                                                             "model"), "seed": seed}
+                                                             "model"), "zero_start": zero_start, "seed": seed}
         config = DeltaConfig(template=template_name, template_fingerprint=fingerprint, vocab_fingerprint=fingerprint,
                              rule=rule, alpha=alpha, chat_template=getattr(tokenizer, "chat_template", None),
                              architecture=arch)

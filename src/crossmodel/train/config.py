@@ -25,6 +25,10 @@ TASK_NAMES = ("sft", "grad_ascent", "grad_diff", "kl", "idk", "npo", "simnpo", "
 RETAIN_LOSS_NAMES = ("ce", "kl")
 CACHE_DTYPE_NAMES, TEMPLATE_DTYPE_NAMES = ("float16", "bfloat16", "float32"), ("float32", "bfloat16")
 TEMPLATE_SHARD_NAMES = ("auto", "replicate", "fsdp", "zero3")  # distributed.SHARDINGS
+DELTA_INIT_NAMES = ("random", "template")
+AUTO_KEYS = ("epochs", "save_every", "delta_init", "delta_zero_start")  # unset = resolved by `TrainConfig.resolved`
+# What a resolved config saved before the delta's start became auto (2026-12-02) meant by None or a missing key
+RESOLVED_BEFORE_AUTO = {"delta_init": "random", "delta_zero_start": False}
 AUTO_SAVE_MIN = 5  # auto checkpoints: a tenth of the run, no more often than every 5 steps (~200 MB each
 # for the default delta at SmolLM2's vocabulary)
 UNLEARN_EPOCHS = 5  # TOFU (Maini et al. 2024, §4): every unlearning method runs 5 epochs
@@ -54,7 +58,13 @@ class TrainConfig:
     delta_layers: int = _help("delta transformer layers", 4)
     delta_d_model: int = _help("delta hidden width", 256)
     delta_heads: int = _help("delta attention heads", 4)
-    delta_init: str | None = _help("'template' = embeddings from a PCA of the template's; unset = random", None)
+    delta_init: str | None = _help("the delta's token embeddings at the start: random | template (a PCA of the "
+                                   "template's); unset = auto: template for sft on alpaca instruction data, else "
+                                   "random", None)
+    delta_zero_start: bool | None = _help("start the delta at exactly zero logits (its final norm scale at zero), so "
+                                          "training starts from the template's own distribution; unset = auto: on "
+                                          "for sft on alpaca instruction data (it generalises there), off elsewhere "
+                                          "(it learns a few facts too slowly to memorise them)", None)
     train_embeddings: bool = _help("train the delta's token embeddings (input and output); --no-train-embeddings "
                                    "keeps them at their initial value, so the delta changes logits only through its "
                                    "layers, in that embedding's token geometry (with --delta-init template: the "
@@ -110,8 +120,8 @@ class TrainConfig:
         _choice("dtype", self.dtype, TEMPLATE_DTYPE_NAMES)
         _choice("template_shard", self.template_shard, TEMPLATE_SHARD_NAMES)
         _choice("retain_loss", self.retain_loss, RETAIN_LOSS_NAMES)
-        if self.delta_init not in (None, "template"):
-            raise ValueError(f"TrainConfig.delta_init={self.delta_init!r}: use 'template' or None")
+        if self.delta_init is not None:
+            _choice("delta_init", self.delta_init, DELTA_INIT_NAMES)
         for name in ("delta_layers", "delta_d_model", "delta_heads", "epochs", "min_steps", "batch_size",
                      "grad_accum", "max_length", "chunk_size", "limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -139,13 +149,18 @@ class TrainConfig:
         return math.ceil(math.ceil(n_examples / self.batch_size) / self.grad_accum)
 
     def resolved(self, n_examples: int) -> "TrainConfig":
-        """This config with the auto values (epochs, save_every) filled in for a data set of `n_examples`."""
+        """This config with the AUTO_KEYS filled in for a data set of `n_examples`: epochs, save_every, and the delta's
+        start (template geometry and zero logits for sft on alpaca instruction data: docs/TRAINING.md)."""
         per_epoch = self.steps_per_epoch(n_examples)
         epochs = self.epochs
         if epochs is None:
             epochs = max(1, math.ceil(self.min_steps / per_epoch)) if self.task == "sft" else UNLEARN_EPOCHS
         save_every = self.save_every if self.save_every is not None else max(AUTO_SAVE_MIN, epochs * per_epoch // 10)
-        return dataclasses.replace(self, epochs=epochs, save_every=save_every)
+        instruct = self.task == "sft" and self.data_format == "alpaca"
+        delta_init = self.delta_init or ("template" if instruct else "random")
+        zero_start = instruct if self.delta_zero_start is None else self.delta_zero_start
+        return dataclasses.replace(self, epochs=epochs, save_every=save_every, delta_init=delta_init,
+                                   delta_zero_start=zero_start)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
@@ -172,8 +187,13 @@ class TrainConfig:
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key old → new` for every key of two resolved configs that differs, harmless keys excepted."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    return [f"{k} {old.get(k, defaults.get(k))!r} → {new.get(k, defaults.get(k))!r}" for k in sorted({*old, *new})
-            if k not in HARMLESS_KEYS and old.get(k, defaults.get(k)) != new.get(k, defaults.get(k))]
+
+    def value(config: dict[str, Any], key: str) -> Any:
+        found = config.get(key, defaults.get(key))
+        return RESOLVED_BEFORE_AUTO.get(key) if found is None else found
+
+    return [f"{k} {value(old, k)!r} → {value(new, k)!r}" for k in sorted({*old, *new})
+            if k not in HARMLESS_KEYS and value(old, k) != value(new, k)]
 
 
 def _choice(name: str, value: str, allowed) -> None:

@@ -24,7 +24,7 @@ from crossmodel.io import atomic_write_bytes, atomic_write_json
 from crossmodel.steer.factored import logits_rows
 from crossmodel.train.checkpoint import check_resumable, load_checkpoint, read_state, save_checkpoint
 from crossmodel.train.combined import CombinedStats, combined_for_batch, hidden_states
-from crossmodel.train.config import TrainConfig
+from crossmodel.train.config import AUTO_KEYS, TrainConfig
 from crossmodel.train.data import Batch, Encoded, collate
 from crossmodel.train.distributed import SINGLE, GatheredStats, NoRows, Processes, place_template
 from crossmodel.train.losses import LossOptions, get_loss
@@ -223,8 +223,9 @@ def _plan(cfg: TrainConfig, auto: list[str], n: int, log: Log, processes: Proces
     per_epoch = cfg.steps_per_epoch(n)
     note = f" ({', '.join(auto)}: auto)" if auto else ""
     save = f"every {cfg.save_every} step(s)" if cfg.save_every else "none (not resumable)"
+    start = f"{cfg.delta_init} embeddings" + (", zero logits" if cfg.delta_zero_start else "")
     log(f"{cfg.task}: {n} examples, {cfg.epochs} epochs × {per_epoch} steps = {cfg.epochs * per_epoch} optimizer "
-        f"steps, lr {cfg.lr:g}, checkpoints {save}{note}")
+        f"steps, lr {cfg.lr:g}, checkpoints {save}, delta start: {start}{note}")
     if cfg.task in LOSS_NOTES:
         log(LOSS_NOTES[cfg.task])
     if processes.distributed:
@@ -264,7 +265,7 @@ def train(template: torch.nn.Module, delta: torch.nn.Module, data: list[Encoded]
 
     out, identity = Path(out), identity or {}
     log = log if log is not None and processes.is_main else (lambda _: None)
-    auto = [k for k in ("epochs", "save_every") if getattr(cfg, k) is None]
+    auto = [k for k in AUTO_KEYS if getattr(cfg, k) is None]
     cfg = cfg.resolved(len(data))
     get_loss(cfg.task)  # fail early on an unknown task
     meta = read_state(out / CHECKPOINT_DIR) if resume else None
