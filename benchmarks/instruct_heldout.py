@@ -2,9 +2,10 @@
 with and without SFT deltas, on AlpacaEval's dev items and on held-out Alpaca records, and on the held-out records
 split by whether the target token occurs in the delta's training answers ("seen") or not ("unseen").
 
-Same text as benchmarks/replicate_instruct.py: the plain "Question: …\\nAnswer:" format with Gemma's BOS, the first
---answer-tokens tokens of each reference answer, the user model in bfloat16, the deltas in float32. Every row's gap
-to vanilla comes with its standard error over items (the same items, paired).
+Same text as benchmarks/replicate_instruct.py: the plain "Question: …\\nAnswer:" format (instruct user models too,
+as the deltas were trained) with the model's BOS, the first --answer-tokens tokens of each reference answer, the user
+model in bfloat16, the deltas in float32. Every row's gap to vanilla comes with its standard error over items (the
+same items, paired). A delta of another vocabulary is applied through a `normalized` token map built on the fly.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/instruct_heldout.py D1/delta D2/delta --records 400 \
         --heldout-items 200 --test-items 200:300
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from crossmodel.models import load_model
+from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
 from crossmodel.steer import DeltaModel, DeltaSpec, steer, token_map_for
 
 from replicate_instruct import SHARED, _cut_answer
@@ -106,7 +107,7 @@ def main() -> None:
     vanilla = None
     for name, deltas in rows:
         start = time.time()
-        steered = steer(user, deltas=deltas)
+        steered = steer(user, deltas=deltas, chat_template=PLAIN_CHAT_TEMPLATE)  # instruct models too
         scored = [token_logprobs(steered, items, args) for items in (dev, held, test)]
         vanilla = vanilla or scored
         d, h = summary(scored[0], seen), summary(scored[1], seen)
