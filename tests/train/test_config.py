@@ -33,6 +33,8 @@ def test_auto_values_keep_explicit_settings_and_unlearning_runs_tofu_epochs():
     assert TrainConfig(task="grad_diff", retain="r.json").resolved(10).epochs == UNLEARN_EPOCHS == 5
     assert TrainConfig(min_steps=10).resolved(30).epochs == 2  # 8 steps per epoch
     assert TrainConfig().lr == 2e-3 and TrainConfig().epochs is None
+    with pytest.raises(ValueError, match="delta_init='pca'"):
+        TrainConfig(delta_init="pca")
 
 
 @pytest.mark.parametrize("task, data_format, init, zero", [("sft", "alpaca", "template", True),
@@ -42,8 +44,6 @@ def test_auto_values_keep_explicit_settings_and_unlearning_runs_tofu_epochs():
 def test_auto_delta_start_is_the_instruction_recipe_only_for_sft_on_alpaca(task, data_format, init, zero):
     cfg = TrainConfig(task=task, data_format=data_format).resolved(30)
     assert (cfg.delta_init, cfg.delta_zero_start) == (init, zero)
-    with pytest.raises(ValueError, match="delta_init='pca'"):
-        TrainConfig(delta_init="pca")
 
 
 def test_a_config_saved_before_the_delta_start_was_auto_reads_as_a_random_start():
