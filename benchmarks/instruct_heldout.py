@@ -92,11 +92,12 @@ def main() -> None:
     tok = user.tokenizer
     alpaca = json.loads(args.alpaca.read_text())
     seen = {t for r in alpaca[: args.records] for t in tok.encode(" " + r["output"].strip(), add_special_tokens=False)}
-    dev = json.loads(args.alpaca_eval.read_text())[: args.dev_items]
+    alpaca_eval = json.loads(args.alpaca_eval.read_text())
+    dev = alpaca_eval[: args.dev_items]
     held = [{"instruction": _instruction(r), "output": r["output"]} for r in alpaca[-args.heldout_items:]
             if r["output"].strip()]
     start_end = [int(x) for x in args.test_items.split(":")] if args.test_items else []
-    test = json.loads(args.alpaca_eval.read_text())[slice(*start_end)] if start_end else []
+    test = alpaca_eval[slice(*start_end)] if start_end else []
     loaded = [(str(d), DeltaModel.load(d)) for d in args.deltas]  # another vocabulary: a normalized map on the fly
     rows = [("vanilla", [])] + [(name, [DeltaSpec(delta, alpha=args.alpha, token_map=token_map_for(user, delta))])
                                 for name, delta in loaded]

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from crossmodel.steer import DeltaModel
 from crossmodel.train.config import TrainConfig
 from crossmodel.train.data import Example, encode_examples
 from crossmodel.train.facts import generate_facts
@@ -64,8 +65,6 @@ def test_frozen_embeddings_stay_put_and_the_layers_still_learn(tokenizer, templa
 
 
 def test_a_zero_start_delta_learns(tokenizer, template, tmp_path):
-    from crossmodel.steer import DeltaModel
-
     data = encoded(tokenizer, generate_facts(2, seed=1))
     delta = DeltaModel.create(tokenizer, layers=1, d_model=32, heads=2, zero_start=True).model.train()
     cfg = TrainConfig(epochs=8, batch_size=4, lr=1e-2, eval_every=6, save_every=0, progress=False)  # its logits

@@ -126,8 +126,7 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
     retain_enc = encode_examples(retain, tokenizer, chat_template, cfg.max_length) if retain else None
     delta = DeltaModel.create(template, layers=cfg.delta_layers, d_model=cfg.delta_d_model, heads=cfg.delta_heads,
                               init_from="template" if cfg.delta_init == "template" else None,
-                              zero_start=cfg.delta_zero_start, rule=cfg.rule,
-                              alpha=cfg.alpha, seed=cfg.seed)
+                              zero_start=cfg.delta_zero_start, rule=cfg.rule, alpha=cfg.alpha, seed=cfg.seed)
     delta.model.to(cfg.device)
     if not resume and processes.is_main:  # starting over: no earlier delta or checkpoint survives
         for stale in (out / DELTA_DIR, out / CHECKPOINT_DIR):
