@@ -73,6 +73,22 @@ def summary(scored: list[tuple[list[int], list[float]]], seen: set[int]) -> dict
             "unseen": sum(unseen_nll) / max(1, len(unseen_nll)), "unseen_share": len(unseen_nll) / len(pairs)}
 
 
+def inside_delta_token(user_tokenizer, delta_tokenizer, text: str) -> list[bool]:
+    """Per user token of `text`: True where it starts inside a token of the delta's own tokenization of `text` —
+    the delta then reads a context that ends mid-token, a segmentation it never saw in training."""
+    def spans(tokenizer):
+        return tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+
+    starts = {start for start, _ in spans(delta_tokenizer)}
+    return [start not in starts for start, _ in spans(user_tokenizer)]
+
+
+def masked(scored: list[tuple[list[int], list[float]]], masks: list[list[bool]]) -> list[tuple[list[int], list[float]]]:
+    """Only the positions whose mask is True, item by item."""
+    return [([t for t, m in zip(ids, mask) if m], [lp for lp, m in zip(lps, mask) if m])
+            for (ids, lps), mask in zip(scored, masks)]
+
+
 def paired_gap(scored: list[tuple[list[int], list[float]]], base: list[tuple[list[int], list[float]]]) -> str:
     """Per-token NLL of `scored` minus `base` on the same items, ± its standard error with items as the unit
     (a ratio estimator: item sums of the gap over item token counts), e.g. "-0.0070 ± 0.0031"."""
@@ -105,7 +121,7 @@ def main() -> None:
     print(f"| row | dev NLL | dev gap to vanilla ± s.e. | held-out NLL | held-out gap ± s.e. |{test_head} held-out, seen "
           "tokens | held-out, unseen tokens | unseen share | s |")
     print("|---" * (9 + 2 * bool(test)) + "|")
-    vanilla = None
+    vanilla, splits = None, []
     for name, deltas in rows:
         start = time.time()
         steered = steer(user, deltas=deltas, chat_template=PLAIN_CHAT_TEMPLATE)  # instruct models too
@@ -116,6 +132,21 @@ def main() -> None:
         print(f"| {name} | {d['nll']:.4f} | {paired_gap(scored[0], vanilla[0])} | {h['nll']:.4f} | "
               f"{paired_gap(scored[1], vanilla[1])} |{test_cells} {h['seen']:.3f} | {h['unseen']:.3f} | "
               f"{h['unseen_share']:.2f} | {time.time() - start:.0f} |", flush=True)
+        if deltas and deltas[0].token_map is not None:
+            splits.append((name, deltas[0].delta.tokenizer, scored))
+    if splits:  # where the cross-vocabulary gap comes from: contexts cut at the delta's token boundaries or inside
+        print("\n| cross-vocabulary row | part | share of positions inside a delta token | gap at delta-token "
+              "boundaries ± s.e. | gap inside delta tokens ± s.e. |\n|---|---|---|---|---|")
+    for name, delta_tokenizer, scored in splits:
+        for part, items, rows_scored, base in zip(("held-out", "test"), (held, test), scored[1:], vanilla[1:]):
+            if not items:
+                continue
+            conts = [_cut_answer(tok, it["output"], args.answer_tokens) for it in items]
+            inside = [inside_delta_token(tok, delta_tokenizer, c) for c in conts]
+            at_edge = [[not x for x in mask] for mask in inside]
+            share = sum(map(sum, inside)) / sum(map(len, inside))
+            print(f"| {name} | {part} | {share:.2f} | {paired_gap(masked(rows_scored, at_edge), masked(base, at_edge))} | "
+                  f"{paired_gap(masked(rows_scored, inside), masked(base, inside))} |", flush=True)
 
 
 if __name__ == "__main__":

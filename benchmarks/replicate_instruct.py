@@ -72,6 +72,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--ifeval-tokens", type=int, default=256)
     p.add_argument("--ifeval-rows", default=f"{VANILLA},delta A a=1,{LORA}", help="rows that run IFEval")
     p.add_argument("--ft-lr", type=float, default=5e-4)
+    p.add_argument("--without-delta-b", action="store_true",
+                   help="delta A only: no delta B rows (e.g. a data-size point of delta A against LoRA)")
     p.add_argument("--skip-lora", action="store_true", help="stop before the LoRA rows (e.g. while another "
                                                              "process fine-tunes; a re-run without it continues)")
     p.add_argument("--lora-rank", type=int, default=16)
@@ -234,14 +236,15 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, deltas: dict[str, 
     if "A" not in deltas:  # delta A still training elsewhere: the vanilla rows need no delta
         return
     measure("delta A a=1", [DeltaSpec(deltas["A"], 1.0, maps["A"])])
-    if "B" not in deltas:
+    if "B" in deltas:
+        for alpha in alphas:
+            measure(f"delta B a={alpha:g}", [DeltaSpec(deltas["B"], alpha, maps["B"])], parts=("dev",))
+        chosen = best_alpha(where, alphas)
+        cached(where / "alpha_b.json", lambda: {"alpha": chosen}, key=str(chosen))
+        for alpha in sorted({1.0, chosen}):
+            measure(f"delta B a={alpha:g}", [DeltaSpec(deltas["B"], alpha, maps["B"])], parts=("dev", "test"))
+    elif not args.without_delta_b:  # delta B still to train: the LoRA rows come after it
         return
-    for alpha in alphas:
-        measure(f"delta B a={alpha:g}", [DeltaSpec(deltas["B"], alpha, maps["B"])], parts=("dev",))
-    chosen = best_alpha(where, alphas)
-    cached(where / "alpha_b.json", lambda: {"alpha": chosen}, key=str(chosen))
-    for alpha in sorted({1.0, chosen}):
-        measure(f"delta B a={alpha:g}", [DeltaSpec(deltas["B"], alpha, maps["B"])], parts=("dev", "test"))
     tuned = out / "finetuned" / slug(spec)
     if args.skip_lora:
         return
@@ -371,10 +374,11 @@ def main() -> None:
               train_delta(args, args.template_a, out / "delta-a", alpaca_file)}
     for spec in args.models.split(","):  # the rows that need only delta A first, not waiting for B
         run_model(args, out, spec, deltas, qa_file, items, ifeval_file)
-    deltas["B"] = train_delta(args, args.template_b, out / "delta-b", alpaca_file)
-    log(f"deltas ready ({time.time() - start:.0f} s)")
-    for spec in args.models.split(","):
-        run_model(args, out, spec, deltas, qa_file, items, ifeval_file)
+    if not args.without_delta_b:
+        deltas["B"] = train_delta(args, args.template_b, out / "delta-b", alpaca_file)
+        log(f"deltas ready ({time.time() - start:.0f} s)")
+        for spec in args.models.split(","):
+            run_model(args, out, spec, deltas, qa_file, items, ifeval_file)
     finish(out, report(args, out), start)
 
 
