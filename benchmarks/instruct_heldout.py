@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
-from crossmodel.steer import DeltaModel, DeltaSpec, steer, token_map_for
+from crossmodel.steer import DeltaConfig, DeltaModel, DeltaSpec, steer, token_map_for
 
 from replicate_instruct import SHARED, _cut_answer
 from replication import log, machine
@@ -32,6 +32,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("deltas", nargs="*", type=Path, help="delta folders (none: vanilla only)")
     p.add_argument("--model", default="gemma-3-270m")
     p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--oracle", nargs=2, metavar=("BASE", "TUNED"), default=None,
+                   help="one more row: the user model plus a fine-tune's own shift, TUNED - BASE (e.g. a template "
+                        "and its LoRA fine-tune), through a map when their vocabulary is another: what a perfect delta "
+                        "trained next to BASE would transfer")
     p.add_argument("--alpaca", type=Path, default=SHARED / "alpaca" / "alpaca_5000.json")
     p.add_argument("--alpaca-eval", type=Path, default=SHARED / "alpaca_eval" / "alpaca_eval.json")
     p.add_argument("--records", type=int, default=400, help="the deltas were trained on the first N Alpaca records")
@@ -47,6 +51,17 @@ def _args() -> argparse.Namespace:
 
 def _instruction(r: dict) -> str:
     return f"{r['instruction']}\n\n{r['input']}" if r["input"].strip() else r["instruction"]  # as the alpaca reader
+
+
+def shift_as_deltas(base: str, tuned: str, alpha: float) -> list[tuple[DeltaModel, float]]:
+    """A fine-tune's own logit shift as two deltas, (TUNED, +alpha) and (BASE, -alpha): added to a user model under
+    the base-normalize rule they add alpha * (z_tuned - z_base), the shift a perfect delta next to BASE would learn."""
+    out = []
+    for spec, sign in ((tuned, 1.0), (base, -1.0)):
+        loaded = load_model(spec, dtype=torch.bfloat16)
+        config = DeltaConfig(template=base, vocab_fingerprint=loaded.fingerprint, task="oracle")
+        out.append((DeltaModel(loaded.model, loaded.tokenizer, config), sign * alpha))
+    return out
 
 
 def token_logprobs(steered, items: list[dict], args: argparse.Namespace) -> list[tuple[list[int], list[float]]]:
@@ -117,6 +132,10 @@ def main() -> None:
     loaded = [(str(d), DeltaModel.load(d)) for d in args.deltas]  # another vocabulary: a normalized map on the fly
     rows = [("vanilla", [])] + [(name, [DeltaSpec(delta, alpha=args.alpha, token_map=token_map_for(user, delta))])
                                 for name, delta in loaded]
+    if args.oracle:
+        pair = shift_as_deltas(*args.oracle, args.alpha)
+        rows.append((f"oracle shift: {args.oracle[1]} - {args.oracle[0]}",
+                     [DeltaSpec(d, a, token_map_for(user, d)) for d, a in pair]))
     test_head = f" test NLL ({args.test_items}) | test gap ± s.e. |" if test else ""
     print(f"| row | dev NLL | dev gap to vanilla ± s.e. | held-out NLL | held-out gap ± s.e. |{test_head} held-out, seen "
           "tokens | held-out, unseen tokens | unseen share | s |")
