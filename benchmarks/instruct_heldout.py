@@ -5,10 +5,16 @@ split by whether the target token occurs in the delta's training answers ("seen"
 Same text as benchmarks/replicate_instruct.py: the plain "Question: …\\nAnswer:" format (instruct user models too,
 as the deltas were trained) with the model's BOS, the first --answer-tokens tokens of each reference answer, the user
 model in bfloat16, the deltas in float32. Every row's gap to vanilla comes with its standard error over items (the
-same items, paired). A delta of another vocabulary is applied through a `normalized` token map built on the fly.
+same items, paired). A delta of another vocabulary is applied through a `normalized` token map built on the fly;
+for such a delta a second table splits the gap at the positions where the user's token starts at one of the delta's
+token boundaries and where it starts inside a delta token. `--oracle BASE TUNED` adds the row "user model + the
+fine-tune's own shift" (e.g. the template's LoRA fine-tune minus the template): what a delta next to BASE that
+learned that fine-tune's shift exactly would transfer.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/instruct_heldout.py D1/delta D2/delta --records 400 \
         --heldout-items 200 --test-items 200:300
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/instruct_heldout.py --model smollm2-135m-instruct \
+        --oracle gemma-3-270m RUN/finetuned/gemma-3-270m --test-items 200:300
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--alpha", type=float, default=1.0)
     p.add_argument("--oracle", nargs=2, metavar=("BASE", "TUNED"), default=None,
                    help="one more row: the user model plus a fine-tune's own shift, TUNED - BASE (e.g. a template "
-                        "and its LoRA fine-tune), through a map when their vocabulary is another: what a perfect delta "
-                        "trained next to BASE would transfer")
+                        "and its LoRA fine-tune), through a map when their vocabulary is another: what a delta that "
+                        "learned that shift exactly would transfer")
     p.add_argument("--alpaca", type=Path, default=SHARED / "alpaca" / "alpaca_5000.json")
     p.add_argument("--alpaca-eval", type=Path, default=SHARED / "alpaca_eval" / "alpaca_eval.json")
     p.add_argument("--records", type=int, default=400, help="the deltas were trained on the first N Alpaca records")
