@@ -52,7 +52,11 @@ def _args() -> argparse.Namespace:
     p.add_argument("--answer-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
-    return p.parse_args()
+    args = p.parse_args()
+    for flag in ("dev_items", "heldout_items"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be >= 1")
+    return args
 
 
 def _instruction(r: dict) -> str:
