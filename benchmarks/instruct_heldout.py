@@ -65,7 +65,8 @@ def _instruction(r: dict) -> str:
 
 def shift_as_deltas(base: str, tuned: str, alpha: float) -> list[tuple[DeltaModel, float]]:
     """A fine-tune's own logit shift as two deltas, (TUNED, +alpha) and (BASE, -alpha): added to a user model under
-    the base-normalize rule they add alpha * (z_tuned - z_base), the shift a perfect delta next to BASE would learn."""
+    the base-normalize rule they add alpha * (z_tuned - z_base): what a delta next to BASE would add if it had learned
+    that fine-tune exactly. Both in bfloat16, as the user model (on BASE itself the row reproduces TUNED's)."""
     out = []
     for spec, sign in ((tuned, 1.0), (base, -1.0)):
         loaded = load_model(spec, dtype=torch.bfloat16)
