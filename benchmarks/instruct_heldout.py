@@ -145,8 +145,9 @@ def main() -> None:
                                 for name, delta in loaded]
     if args.oracle:
         pair = shift_as_deltas(*args.oracle, args.alpha)
+        token_map = token_map_for(user, pair[0][0])  # one map: TUNED and BASE share a vocabulary (steer checks it)
         rows.append((f"oracle shift: {args.oracle[1]} - {args.oracle[0]}",
-                     [DeltaSpec(d, a, token_map_for(user, d)) for d, a in pair]))
+                     [DeltaSpec(d, a, token_map) for d, a in pair]))
     test_head = f" test NLL ({args.test_items}) | test gap ± s.e. |" if test else ""
     print(f"| row | dev NLL | dev gap to vanilla ± s.e. | held-out NLL | held-out gap ± s.e. |{test_head} held-out, seen "
           "tokens | held-out, unseen tokens | unseen share | s |")
