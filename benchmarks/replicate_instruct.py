@@ -70,7 +70,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--ifeval-start", type=int, default=141)
     p.add_argument("--ifeval-items", type=int, default=0, help="IFEval prompts per row (0: skip the stage)")
     p.add_argument("--ifeval-tokens", type=int, default=256)
-    p.add_argument("--ifeval-rows", default=f"{VANILLA},delta A a=1,{LORA}", help="rows that run IFEval")
+    p.add_argument("--ifeval-rows", default=f"{VANILLA},{NATIVE},delta A a=1,delta B,{LORA}",
+                   help="rows that run IFEval ('delta B': at the α chosen on dev)")
     p.add_argument("--ft-lr", type=float, default=5e-4)
     p.add_argument("--without-delta-b", action="store_true",
                    help="delta A only: no delta B rows (e.g. a data-size point of delta A against LoRA)")
@@ -259,6 +260,10 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, deltas: dict[str, 
     if ifeval_file is None:
         return
     for row in args.ifeval_rows.split(","):
+        if row == "delta B":  # at the α chosen on dev
+            if "B" not in deltas:
+                continue
+            row = f"delta B a={best_alpha(where, alphas):g}"
         folder = where / row / "ifeval"
         if row == VANILLA:
             summary = ifeval_row(args, spec, folder, ifeval_file)
