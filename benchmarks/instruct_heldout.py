@@ -30,7 +30,7 @@ from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
 from crossmodel.steer import DeltaConfig, DeltaModel, DeltaSpec, steer, token_map_for
 
 from replicate_instruct import SHARED, _cut_answer
-from replication import log, machine
+from replication import log, machine, paired_nll_gap
 
 
 def _args() -> argparse.Namespace:
@@ -119,11 +119,8 @@ def paired_gap(scored: list[tuple[list[int], list[float]]], base: list[tuple[lis
     """Per-token NLL of `scored` minus `base` on the same items, ± its standard error with items as the unit
     (a ratio estimator: item sums of the gap over item token counts), e.g. "-0.0070 ± 0.0031"."""
     gaps = [sum(-a for a in lp) - sum(-b for b in lb) for (_, lp), (_, lb) in zip(scored, base)]
-    counts = [len(lp) for _, lp in scored]
-    mean = sum(gaps) / sum(counts)
-    n = len(gaps)
-    spread = sum((g - mean * c) ** 2 for g, c in zip(gaps, counts)) * n / (n - 1)
-    return f"{mean:+.4f} ± {spread ** 0.5 / sum(counts):.4f}"
+    mean, se = paired_nll_gap(gaps, [len(lp) for _, lp in scored])
+    return f"{mean:+.4f} ± {se:.4f}"
 
 
 def main() -> None:

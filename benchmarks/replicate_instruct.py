@@ -37,7 +37,7 @@ from crossmodel.steer import DeltaModel, DeltaSpec, steer, token_map_for
 from crossmodel.train import TrainConfig, train_or_reuse
 from crossmodel.train.data import load_examples
 
-from replication import cached, finetune, finish, log, machine, write_jsonl
+from replication import cached, finetune, finish, log, machine, paired_nll_gap, write_jsonl
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 USERS = ("gemma-3-270m", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct")
@@ -308,6 +308,19 @@ def _ifeval_cells(folder: Path, vanilla: list[bool] | None) -> str:
     return f"{keys.get('loose', float('nan')):.3f} | {keys.get('strict', float('nan')):.3f} (n={len(ours or [])}) | {p}"
 
 
+def _gap(folder: Path, part: str) -> str:
+    """" (gap ± s.e.)" of a row's NLL on `part` against vanilla's, paired by item; "" where there is none."""
+    ours, base = folder / f"nll_{part}.json", folder.parent / VANILLA / f"nll_{part}.json"
+    if folder.name == VANILLA or not (ours.is_file() and base.is_file()):
+        return ""
+    ours, base = (json.loads(path.read_text())["records"] for path in (ours, base))
+    tokens = [r["tokens"] for r in ours]
+    if tokens != [r["tokens"] for r in base]:
+        return ""
+    mean, se = paired_nll_gap([a["nll"] - b["nll"] for a, b in zip(ours, base)], tokens)
+    return f" ({mean:+.4f} ± {se:.4f})"
+
+
 def _row_cells(folder: Path, base: dict | None, top: dict | None, vanilla_loose: list[bool] | None) -> str:
     """The cells of one row after its name: NLLs, share of LoRA's gain, EOS / length, IFEval, eval seconds."""
     dev, test = _load(folder / "nll_dev.json"), _load(folder / "nll_test.json")
@@ -316,17 +329,18 @@ def _row_cells(folder: Path, base: dict | None, top: dict | None, vanilla_loose:
     if base and top and test and folder.name not in (VANILLA, LORA, NATIVE):
         gain = base["nll_per_token"] - top["nll_per_token"]
         share = f"{100 * (base['nll_per_token'] - test['nll_per_token']) / gain:.0f}%" if gain > 0 else "n/a"
-    def nll(summary: dict | None) -> str:
-        return f"{summary['nll_per_token']:.4f}" if summary else "not run"
+    def nll(summary: dict | None, part: str) -> str:
+        return f"{summary['nll_per_token']:.4f}{_gap(folder, part)}" if summary else "not run"
 
     eos = f"{gen['eos_stop_rate']:.2f} | {gen['mean_tokens']:.0f}" if gen else "not run | not run"
     wall = sum(s["wall_s"] for s in (dev, test, heldout, gen) if s)
-    cells = [nll(dev), nll(test), share, nll(heldout), eos, _ifeval_cells(folder, vanilla_loose), f"{wall:.0f}"]
+    cells = [nll(dev, "dev"), nll(test, "test"), share, nll(heldout, "heldout"), eos, _ifeval_cells(folder, vanilla_loose), f"{wall:.0f}"]
     return " | ".join(cells)
 
 
 def report(args: argparse.Namespace, out: Path) -> str:
-    """One markdown table: per user model and row, dev/test NLL, share of the LoRA gain, EOS, IFEval."""
+    """One markdown table: per user model and row, dev/test/held-out NLL (with the paired gap to vanilla ± its
+    standard error), share of the LoRA gain, EOS, IFEval."""
     lines = ["| user model | row | dev NLL | test NLL | share of LoRA's test-NLL gain | Alpaca held-out NLL | "
              "EOS-stop | answer tokens | IFEval prompt loose | IFEval prompt strict | McNemar p vs vanilla | eval s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -349,7 +363,7 @@ def report(args: argparse.Namespace, out: Path) -> str:
     for t in sorted((out / "finetuned").glob("*/finetune.json")):
         d = json.loads(t.read_text())
         times.append(f"LoRA {t.parent.name}: {d['wall_s']:.0f} s, {d['trainable_parameters'] / 1e6:.1f}M trainable, "
-                     f"loss {d['epoch_loss']}")
+                     f"loss per epoch {', '.join(f'{x:.3f}' for x in d['epoch_loss'])}")
     for t in sorted((out / "results").glob("*/map_coverage.json")):
         for name, c in json.loads(t.read_text()).items():
             if isinstance(c, dict):

@@ -59,6 +59,15 @@ def tofu_records(data: Path, name: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def paired_nll_gap(item_gaps: list[float], item_tokens: list[int]) -> tuple[float, float]:
+    """Per-token NLL gap of two rows scored on the same items, from each item's summed NLL difference and token
+    count, and its standard error with items as the unit (a ratio estimator)."""
+    mean = sum(item_gaps) / sum(item_tokens)
+    n = len(item_gaps)
+    spread = sum((g - mean * c) ** 2 for g, c in zip(item_gaps, item_tokens)) * n / (n - 1)
+    return mean, spread ** 0.5 / sum(item_tokens)
+
+
 def write_jsonl(records: list[dict], path: Path) -> Path:
     """`records` as JSON lines at `path` (atomic)."""
     atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
