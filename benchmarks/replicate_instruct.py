@@ -334,7 +334,8 @@ def _row_cells(folder: Path, base: dict | None, top: dict | None, vanilla_loose:
 
     eos = f"{gen['eos_stop_rate']:.2f} | {gen['mean_tokens']:.0f}" if gen else "not run | not run"
     wall = sum(s["wall_s"] for s in (dev, test, heldout, gen) if s)
-    cells = [nll(dev, "dev"), nll(test, "test"), share, nll(heldout, "heldout"), eos, _ifeval_cells(folder, vanilla_loose), f"{wall:.0f}"]
+    cells = [nll(dev, "dev"), nll(test, "test"), share, nll(heldout, "heldout"), eos,
+             _ifeval_cells(folder, vanilla_loose), f"{wall:.0f}"]
     return " | ".join(cells)
 
 

@@ -64,6 +64,8 @@ def paired_nll_gap(item_gaps: list[float], item_tokens: list[int]) -> tuple[floa
     count, and its standard error with items as the unit (a ratio estimator)."""
     mean = sum(item_gaps) / sum(item_tokens)
     n = len(item_gaps)
+    if n < 2:
+        return mean, float("nan")
     spread = sum((g - mean * c) ** 2 for g, c in zip(item_gaps, item_tokens)) * n / (n - 1)
     return mean, spread ** 0.5 / sum(item_tokens)
 
