@@ -180,7 +180,7 @@ def _announce(config: EvalConfig, log: Callable[[str], None]) -> None:
         counts = {name: min(n, config.limit) for name, n in counts.items()}
     variants = 1 + bool(config.deltas and config.baseline)
     log(f"{config.suite}: {', '.join(f'{n} {name}' for name, n in counts.items())} items x {variants} variant(s)"
-        + ("" if config.limit or max(counts.values()) <= 20 else "; try --limit 20 first for a quick look"))
+        + ("" if config.limit else "; try --limit 20 first for a quick look"))
 
 
 def run_eval(config: EvalConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
