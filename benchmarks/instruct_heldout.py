@@ -116,8 +116,8 @@ def masked(scored: list[tuple[list[int], list[float]]], masks: list[list[bool]])
 
 
 def paired_gap(scored: list[tuple[list[int], list[float]]], base: list[tuple[list[int], list[float]]]) -> str:
-    """Per-token NLL of `scored` minus `base` on the same items, ± its standard error with items as the unit
-    (a ratio estimator: item sums of the gap over item token counts), e.g. "-0.0070 ± 0.0031"."""
+    """Per-token NLL of `scored` minus `base` on the same items, ± its standard error (`paired_nll_gap`), e.g.
+    "-0.0070 ± 0.0031"."""
     gaps = [sum(-a for a in lp) - sum(-b for b in lb) for (_, lp), (_, lb) in zip(scored, base)]
     mean, se = paired_nll_gap(gaps, [len(lp) for _, lp in scored])
     return f"{mean:+.4f} ± {se:.4f}"

@@ -283,8 +283,17 @@ def run_model(args: argparse.Namespace, out: Path, spec: str, deltas: dict[str, 
 
 
 # ---- tables -------------------------------------------------------------------------------------------------
+NLL_PARTS = ("dev", "test", "heldout")
+
+
 def _load(path: Path) -> dict | None:
     return json.loads(path.read_text())["summary"] if path.is_file() else None
+
+
+def _nll_parts(folder: Path) -> dict[str, dict | None]:
+    """A row's stored reference-NLL results per part ({summary, records}), None where not run."""
+    return {part: json.loads(f.read_text()) if (f := folder / f"nll_{part}.json").is_file() else None
+            for part in NLL_PARTS}
 
 
 def _loose(folder: Path) -> list[bool] | None:
@@ -308,34 +317,35 @@ def _ifeval_cells(folder: Path, vanilla: list[bool] | None) -> str:
     return f"{keys.get('loose', float('nan')):.3f} | {keys.get('strict', float('nan')):.3f} (n={len(ours or [])}) | {p}"
 
 
-def _gap(folder: Path, part: str) -> str:
-    """" (gap ± s.e.)" of a row's NLL on `part` against vanilla's, paired by item; "" where there is none."""
-    ours, base = folder / f"nll_{part}.json", folder.parent / VANILLA / f"nll_{part}.json"
-    if folder.name == VANILLA or not (ours.is_file() and base.is_file()):
+def _gap(ours: dict, base: dict | None) -> str:
+    """" (gap ± s.e.)" of a row's NLL part against vanilla's, paired by item; "" where there is none."""
+    tokens = [r["tokens"] for r in ours["records"]]
+    if base is None or base is ours or tokens != [r["tokens"] for r in base["records"]]:
         return ""
-    ours, base = (json.loads(path.read_text())["records"] for path in (ours, base))
-    tokens = [r["tokens"] for r in ours]
-    if tokens != [r["tokens"] for r in base]:
-        return ""
-    mean, se = paired_nll_gap([a["nll"] - b["nll"] for a, b in zip(ours, base)], tokens)
+    mean, se = paired_nll_gap([a["nll"] - b["nll"] for a, b in zip(ours["records"], base["records"])], tokens)
     return f" ({mean:+.4f} ± {se:.4f})"
 
 
-def _row_cells(folder: Path, base: dict | None, top: dict | None, vanilla_loose: list[bool] | None) -> str:
+def _row_cells(folder: Path, vanilla: dict[str, dict | None], top: dict | None,
+               vanilla_loose: list[bool] | None) -> str:
     """The cells of one row after its name: NLLs, share of LoRA's gain, EOS / length, IFEval, eval seconds."""
-    dev, test = _load(folder / "nll_dev.json"), _load(folder / "nll_test.json")
-    gen, heldout = _load(folder / "generate.json"), _load(folder / "nll_heldout.json")
+    parts = vanilla if folder.name == VANILLA else _nll_parts(folder)
+    summaries = {part: done["summary"] if done else None for part, done in parts.items()}
+    gen, base, test = _load(folder / "generate.json"), vanilla["test"], summaries["test"]
     share = "–"
     if base and top and test and folder.name not in (VANILLA, LORA, NATIVE):
-        gain = base["nll_per_token"] - top["nll_per_token"]
-        share = f"{100 * (base['nll_per_token'] - test['nll_per_token']) / gain:.0f}%" if gain > 0 else "n/a"
-    def nll(summary: dict | None, part: str) -> str:
-        return f"{summary['nll_per_token']:.4f}{_gap(folder, part)}" if summary else "not run"
+        gain = base["summary"]["nll_per_token"] - top["nll_per_token"]
+        share = (f"{100 * (base['summary']['nll_per_token'] - test['nll_per_token']) / gain:.0f}%" if gain > 0
+                 else "n/a")
+
+    def nll(part: str) -> str:
+        done = parts[part]
+        return f"{done['summary']['nll_per_token']:.4f}{_gap(done, vanilla[part])}" if done else "not run"
 
     eos = f"{gen['eos_stop_rate']:.2f} | {gen['mean_tokens']:.0f}" if gen else "not run | not run"
-    wall = sum(s["wall_s"] for s in (dev, test, heldout, gen) if s)
-    cells = [nll(dev, "dev"), nll(test, "test"), share, nll(heldout, "heldout"), eos,
-             _ifeval_cells(folder, vanilla_loose), f"{wall:.0f}"]
+    wall = sum(s["wall_s"] for s in (*summaries.values(), gen) if s)
+    cells = [nll("dev"), nll("test"), share, nll("heldout"), eos, _ifeval_cells(folder, vanilla_loose),
+             f"{wall:.0f}"]
     return " | ".join(cells)
 
 
@@ -351,10 +361,10 @@ def report(args: argparse.Namespace, out: Path) -> str:
             continue
         rows = [VANILLA] + sorted(p.name for p in where.glob("delta [AB] a=*")) + [LORA]
         rows += [NATIVE] if (where / NATIVE).is_dir() else []
-        base, top = _load(where / VANILLA / "nll_test.json"), _load(where / LORA / "nll_test.json")
+        vanilla, top = _nll_parts(where / VANILLA), _load(where / LORA / "nll_test.json")
         vanilla_loose = _loose(where / VANILLA)
         for row in rows:
-            lines.append(f"| {spec} | {row} | " + _row_cells(where / row, base, top, vanilla_loose) + " |")
+            lines.append(f"| {spec} | {row} | " + _row_cells(where / row, vanilla, top, vanilla_loose) + " |")
     times = []
     for name in ("delta-a", "delta-b"):
         t = out / name / "train_time.json"
