@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,12 @@ def _args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--report", action="store_true", help="only print the tables of the finished stages")
-    return p.parse_args()
+    args = p.parse_args()
+    for row in args.ifeval_rows.split(","):
+        if row not in (VANILLA, NATIVE, LORA, "delta B") and not re.fullmatch(r"delta [AB] a=\d+(\.\d+)?", row):
+            p.error(f"--ifeval-rows: unknown row {row!r}; rows are {VANILLA!r}, {NATIVE!r}, {LORA!r}, 'delta B' "
+                    "(the α chosen on dev) or 'delta A|B a=<α>'")
+    return args
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
