@@ -22,6 +22,7 @@ import torch
 
 from crossmodel.eval.answerers import QuestionAnswerer
 from crossmodel.eval.data import QAItem
+from crossmodel.eval.paired import paired_nll_gap  # noqa: F401 (the scripts import it from here)
 from crossmodel.eval.qa import run_qa
 from crossmodel.io import atomic_write_bytes, atomic_write_json
 from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
@@ -57,17 +58,6 @@ def tofu_records(data: Path, name: str) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: point --data at the folder holding TOFU's JSON files")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def paired_nll_gap(item_gaps: list[float], item_tokens: list[int]) -> tuple[float, float]:
-    """Per-token NLL gap of two rows scored on the same items, from each item's summed NLL difference and token
-    count, and its standard error with items as the unit (a ratio estimator)."""
-    mean = sum(item_gaps) / sum(item_tokens)
-    n = len(item_gaps)
-    if n < 2:
-        return mean, float("nan")
-    spread = sum((g - mean * c) ** 2 for g, c in zip(item_gaps, item_tokens)) * n / (n - 1)
-    return mean, spread ** 0.5 / sum(item_tokens)
 
 
 def write_jsonl(records: list[dict], path: Path) -> Path:
