@@ -79,3 +79,28 @@ def test_atomic_directory_commits_on_success_and_leaves_the_old_on_failure(tmp_p
             raise RuntimeError("killed mid-write")
     assert (final / "a.txt").read_text() == "first"  # the finished artefact is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artefact"]  # no temporary folder left behind
+
+
+def test_files_fingerprint_follows_content_not_location(tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"w": torch.arange(600_000, dtype=torch.float32)}, str(model / "model.safetensors"))  # 2.4 MB: sampled
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / ".cache").mkdir()
+    first = io.files_fingerprint(model)
+    shutil.copytree(model, tmp_path / "copy")
+    assert io.files_fingerprint(tmp_path / "copy") == first  # a copy elsewhere is the same model
+    (model / ".cache" / "x.json").write_text("{}")
+    (model / "notes.md").write_text("not a model file")
+    assert io.files_fingerprint(model) == first  # hidden folders and other files are not the model
+    (model / "config.json").write_text('{"hidden_size": 9}')
+    assert io.files_fingerprint(model) != first  # small files are read whole
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    save_file({"w": torch.arange(600_000, dtype=torch.float32) + 1}, str(model / "model.safetensors"))
+    assert io.files_fingerprint(model) != first  # retrained weights of the same shapes: the sampled blocks differ
+    assert io.files_fingerprint(model / "model.safetensors") != io.files_fingerprint(tmp_path / "copy" /
+                                                                                     "model.safetensors")
+    with pytest.raises(FileNotFoundError, match="nothing to fingerprint"):
+        io.files_fingerprint(tmp_path / "missing")

@@ -1,5 +1,5 @@
 """Small shared I/O helpers: atomic writes, the cache root, reading user files (UTF-8, a cheap safetensors
-check) and fetching files from package registries.
+check, a cheap fingerprint of a model folder) and fetching files from package registries.
 
 Every stage may import this module; it imports nothing from crossmodel but the version.
 """
@@ -7,6 +7,7 @@ Every stage may import this module; it imports nothing from crossmodel but the v
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -184,6 +185,53 @@ def check_safetensors(path: str | os.PathLike, fix: str) -> None:
                         problem = f"{size} bytes, its header describes {8 + n + end}"
     if problem:
         raise OSError(f"{path} is truncated or corrupt ({problem}); {fix}")
+
+
+# What `files_fingerprint` reads: the files that make a model or artefact (weights, configs, tokenizers, maps)
+FINGERPRINT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".json", ".model", ".txt", ".jinja")
+_WHOLE_FILE = 1 << 20  # files up to 1 MiB are read whole
+_SAMPLES, _BLOCK = 16, 4096  # larger files: their head, their safetensors header and 16 blocks of 4 KiB
+
+
+def _sampled(f: Any, size: int) -> Iterator[bytes]:
+    """The parts of a large file that `files_fingerprint` reads: 64 KiB at the start, a safetensors header whole,
+    and `_SAMPLES` blocks evenly spaced over the file (the last one ending at its end)."""
+    yield f.read(16 * _BLOCK)
+    f.seek(0)
+    head = f.read(8)
+    if len(head) == 8 and (n := struct.unpack("<Q", head)[0]) <= min(size - 8, 100 << 20):
+        yield f.read(n)
+    for i in range(_SAMPLES):
+        f.seek((size - _BLOCK) * i // (_SAMPLES - 1))
+        yield f.read(_BLOCK)
+
+
+def files_fingerprint(path: str | os.PathLike) -> str:
+    """A cheap sha256 identity of a model folder, an artefact folder (a delta, a token map) or one model file.
+
+    Covers every file under `path` whose name ends in one of FINGERPRINT_SUFFIXES (hidden files skipped), in
+    sorted order: its relative path, its size, and its content — whole up to 1 MiB; beyond that its first 64 KiB,
+    its safetensors header and 16 evenly spaced 4 KiB blocks. So it tells apart two models, two trainings of a
+    delta or two token maps, and a copy of a folder has the fingerprint of the original; it is not a checksum of
+    every byte (a few changed weights in a large file can go unseen: `crossmodel zoo pull` checks full sha256s).
+    """
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(FINGERPRINT_SUFFIXES)
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    else:
+        raise FileNotFoundError(f"{path} not found: nothing to fingerprint")
+    digest = hashlib.sha256()
+    for file in files:
+        size = file.stat().st_size
+        name = file.name if file == path else file.relative_to(path).as_posix()
+        digest.update(f"{name}\0{size}\0".encode("utf-8"))
+        with open(file, "rb") as f:
+            for part in ([f.read()] if size <= _WHOLE_FILE else _sampled(f, size)):
+                digest.update(part)
+    return digest.hexdigest()
 
 
 def pip_download(requirement: str, dest: str | os.PathLike, *, source: bool = False) -> Path:

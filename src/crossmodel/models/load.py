@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from crossmodel.io import check_safetensors
+from crossmodel.io import check_safetensors, files_fingerprint
 from crossmodel.models import gguf as gguf_io
 from crossmodel.models.fetch import MANIFEST, pull
 from crossmodel.models.zoo import ZOO
@@ -189,6 +189,18 @@ def load_model(spec: str | Path, *, dtype: str | torch.dtype = torch.float32, de
     model = model.to(device).eval()
     path = None if source is Source.HUB else Path(where)
     return LoadedModel(model, tokenizer, load_vocabulary(tokenizer).fingerprint, name, path)
+
+
+def model_fingerprint(spec: str | Path) -> str:
+    """The identity of the model `spec` names (zoo name | HF dir | GGUF file | hub id), without loading it:
+    `crossmodel.io.files_fingerprint` of its folder (a zoo name's converted folder, pulled once) or GGUF file —
+    weights, config and tokenizer files, sampled — or, for a hub id, `hub:` and the id alone."""
+    source, where = resolve(spec)
+    if source is Source.ZOO:
+        where = pull(str(where), verify=False)
+    if source is Source.HUB:
+        return f"hub:{where}"
+    return files_fingerprint(where)
 
 
 def logits_width(spec: str | Path) -> int | None:
