@@ -29,18 +29,29 @@ _REPEATED_WORD = re.compile(r"\b(\w+)(?:\W+\1\b){2,}", re.IGNORECASE)  # a word 
 _REPEATED_CHAR = re.compile(r"(\S)\1{7,}")  # one character eight or more times in a row ("1111111111")
 
 
-def degenerate(text: str, max_repeated_trigrams: float = 0.5) -> bool:
-    """Whether a generated answer is degenerate rather than an answer: empty, a word three or more times in a row
-    ("Qui Qui Qui"), a character eight or more times in a row ("1111111111"), or more than `max_repeated_trigrams`
-    of its word trigrams repeats of earlier ones (a loop). Used next to ROUGE-L, so a collapse cannot pass for
-    forgetting."""
+def degenerate_reason(text: str, max_repeated_trigrams: float = 0.5) -> str | None:
+    """Why a generated answer is degenerate rather than an answer, in a few words ("is empty", "repeats the word
+    'Qui'", "repeats the character '1'", "loops: 60% of its word trigrams repeat"); None for an answer. The rule:
+    empty, a word three or more times in a row, a character eight or more times in a row, or more than
+    `max_repeated_trigrams` of its word trigrams repeats of earlier ones."""
     if not text.strip():
-        return True
-    if _REPEATED_WORD.search(text) or _REPEATED_CHAR.search(text):
-        return True
+        return "is empty"
+    if found := _REPEATED_WORD.search(text):
+        return f"repeats the word {found.group(1)!r}"
+    if found := _REPEATED_CHAR.search(text):
+        return f"repeats the character {found.group(1)!r}"
     words = text.lower().split()
     trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
-    return len(trigrams) >= 4 and 1 - len(set(trigrams)) / len(trigrams) > max_repeated_trigrams
+    repeated = 1 - len(set(trigrams)) / len(trigrams) if len(trigrams) >= 4 else 0.0
+    return f"loops: {repeated:.0%} of its word trigrams repeat" if repeated > max_repeated_trigrams else None
+
+
+def degenerate(text: str, max_repeated_trigrams: float = 0.5) -> bool:
+    """Whether a generated answer is degenerate rather than an answer (`degenerate_reason` says why): empty, a word
+    three or more times in a row ("Qui Qui Qui"), a character eight or more times in a row ("1111111111"), or more
+    than `max_repeated_trigrams` of its word trigrams repeats of earlier ones (a loop). Used next to ROUGE-L, so a
+    collapse cannot pass for forgetting."""
+    return degenerate_reason(text, max_repeated_trigrams) is not None
 
 
 def degenerate_rate(texts: Sequence[str]) -> float:
