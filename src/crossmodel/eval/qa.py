@@ -16,7 +16,9 @@ from crossmodel.eval.data import QAItem
 from crossmodel.eval.scorer import Evaluable
 
 
-def _score_items(model: Evaluable, items: list[QAItem], chat: bool, max_new_tokens: int | None) -> list[dict]:
+def score_items(model: Evaluable, items: list[QAItem], chat: bool, max_new_tokens: int | None) -> list[dict]:
+    """One record per item: the reference's NLL (mean over its tokens), its summed NLL and token count, and with
+    `max_new_tokens` the greedy answer with its ROUGE-L recall and F1 (what `--suite qa` / `nll` store)."""
     logprobs = model.score([it.prompt for it in items], [it.reference for it in items], chat=chat)
     records = [{"prompt": it.prompt, "reference": it.reference, "nll": metrics.mean_nll(lp),
                 "nll_sum": float(-lp.double().sum()), "tokens": int(lp.numel())} for it, lp in zip(items, logprobs)]
@@ -52,7 +54,7 @@ def run_qa(model: Evaluable, items: list[QAItem], out_dir: str | Path, *, part: 
     done = resume.load_part(out_dir, part)
     if done is None:
         limit = max_new_tokens if generate else None
-        records = resume.process(out_dir, part, items, lambda b: _score_items(model, b, chat, limit), batch_size)
+        records = resume.process(out_dir, part, items, lambda b: score_items(model, b, chat, limit), batch_size)
         done = {"summary": summarize_qa(records), "records": records}
         resume.save_part(out_dir, part, done)
     return done
