@@ -12,7 +12,8 @@ from typing import Any, Iterator
 import typer
 
 from crossmodel.cli.app import command
-from crossmodel.cli.options import Alphas, Deltas, Maps, Model, Rule
+from crossmodel.cli.generate_cmd import warn_if_degenerate
+from crossmodel.cli.options import Alphas, Calibration, Deltas, Maps, Model, Rule
 
 
 def _fitted_stream(steered: Any, history: list[dict], max_new_tokens: int, settings: dict) -> Iterator[str] | None:
@@ -52,17 +53,22 @@ def chat(
     temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples"),
     top_p: float = typer.Option(None, help="nucleus sampling threshold, in (0, 1]"),
     seed: int = typer.Option(0, help="sampling seed"),
+    calibration: Calibration = None,
 ) -> None:
     """Chat in the terminal (empty line or Ctrl-D ends); replies stream as they are generated. When the
-    conversation outgrows the context, the oldest exchanges are dropped."""
+    conversation outgrows the context, the oldest exchanges are dropped; a degenerate reply is flagged on stderr."""
+    from crossmodel.eval.calibration import calibrated_alphas
     from crossmodel.models import load_model
     from crossmodel.steer import delta_entries, steer, token_picker
 
     entries = delta_entries(deltas, alphas, maps)  # every flag is checked before a model loads
     token_picker(temperature > 0, temperature, None, top_p)
+    if calibration is not None:
+        entries = delta_entries(deltas, calibrated_alphas(calibration, model, deltas, alphas, maps), maps)
     settings = {"do_sample": temperature > 0, "temperature": temperature or 1.0, "top_p": top_p, "chat": True,
                 "seed": seed}
     steered = steer(load_model(model), deltas=entries, rule=rule)
+    steering = any(slot.alpha != 0 for slot in steered.slots)
     history: list[dict] = []
     try:
         while (line := typer.prompt("you", default="", show_default=False, prompt_suffix="> ").strip()):
@@ -76,6 +82,7 @@ def chat(
                 pieces.append(piece)
                 typer.echo(piece, nl=False)
             typer.echo()
+            warn_if_degenerate("this reply", "".join(pieces), steering)
             history.append({"role": "assistant", "content": "".join(pieces)})
     except (EOFError, typer.Abort):
         typer.echo()

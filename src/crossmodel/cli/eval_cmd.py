@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from crossmodel.cli.app import command
-from crossmodel.cli.options import Alphas, Chat, Deltas, Dtype, Maps, Model, PromptFormat, Rule
+from crossmodel.cli.options import Alphas, Calibration, Chat, Deltas, Dtype, Maps, Model, PromptFormat, Rule
 
 
 @command("eval")
@@ -44,6 +44,7 @@ def eval_command(
                                              help="ifeval: folder holding NLTK's tokenizers/punkt_tab (the checker "
                                                   "never downloads it), e.g. ../shared/data/nltk_data"),
     dtype: Dtype = "float32",
+    calibration: Calibration = None,
 ) -> None:
     """Evaluate a model (optionally steered by deltas) and write results.json, report.md and plots to OUT."""
     from crossmodel.eval.data import TOFU_SPLITS
@@ -57,9 +58,11 @@ def eval_command(
                         splits=tuple(split) or tuple(TOFU_SPLITS),
                         reference=str(reference) if reference else None, baseline=baseline, after=after,
                         model_b=model_b, after_b=after_b, shift_map=shift_map, score_eos=score_eos,
-                        nltk_data=str(nltk_data) if nltk_data else None, dtype=dtype)
+                        nltk_data=str(nltk_data) if nltk_data else None, dtype=dtype, calibration=calibration)
     results = run_eval(config, log=lambda line: typer.echo(line, err=True))
     typer.echo(markdown_table(summary_columns(results["variants"])))
+    if results.get("alpha_source"):
+        typer.echo(f"steered at α = {', '.join(f'{a:g}' for a in results['alphas'])} ({results['alpha_source']})")
     typer.echo(f"report: {out / 'report.md'}")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from crossmodel.cli.app import command
-from crossmodel.cli.options import Alphas, Chat, Deltas, Dtype, Maps, Model, Rule
+from crossmodel.cli.options import Alphas, Calibration, Chat, Deltas, Dtype, Maps, Model, Rule
 
 
 def _jsonl_prompt(line: str, where: str) -> str:
@@ -42,6 +42,25 @@ def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
     return [line for _, line in lines]
 
 
+def degenerate_warning(label: str, text: str, steered: bool) -> str | None:
+    """One warning line when an answer is degenerate by the rule `crossmodel eval` counts with (None otherwise):
+    a steered answer suggests a lower α, a plain one says that the model alone answered so."""
+    from crossmodel.eval.metrics import degenerate_reason
+
+    reason = degenerate_reason(text.strip())
+    if reason is None:
+        return None
+    advice = ("try a lower --alpha or `crossmodel calibrate`" if steered else
+              "this is the model alone, no delta involved")
+    return f"warning: {label} {reason} (degenerate by the rule `crossmodel eval` counts with); {advice}"
+
+
+def warn_if_degenerate(label: str, text: str, steered: bool) -> None:
+    """Print `degenerate_warning` on stderr when there is one."""
+    if (line := degenerate_warning(label, text, steered)) is not None:
+        typer.secho(line, fg="yellow", err=True)
+
+
 @command()
 def generate(
     model: Model,
@@ -64,8 +83,10 @@ def generate(
     batch_size: int = typer.Option(8, help="prompts generated together (left-padded batch)"),
     seed: int = typer.Option(0, help="sampling seed"),
     dtype: Dtype = "float32",
+    calibration: Calibration = None,
 ) -> None:
-    """Print the (steered) continuation of each prompt."""
+    """Print the (steered) continuation of each prompt; a line on stderr flags an answer that is degenerate."""
+    from crossmodel.eval.calibration import calibrated_alphas
     from crossmodel.models import load_model
     from crossmodel.models.load import model_dtype
     from crossmodel.steer import delta_entries, steer, token_picker
@@ -75,9 +96,14 @@ def generate(
     entries = delta_entries(deltas, alphas, maps)  # every flag is checked before a model loads
     do_sample, temperature = sampling(sample, temperature)
     token_picker(do_sample, temperature, top_k, top_p)
+    if calibration is not None:
+        entries = delta_entries(deltas, calibrated_alphas(calibration, model, deltas, alphas, maps), maps)
     steered = steer(load_model(model, dtype=model_dtype(dtype)), deltas=entries, rule=rule, fill=fill, sync=sync)
     texts = [t for i in range(0, len(prompts), batch_size) for t in steered.generate(
         prompts[i:i + batch_size], max_new_tokens, do_sample=do_sample, temperature=temperature,
         top_k=top_k, top_p=top_p, stop=stops, chat=chat, seed=seed)]
     for i, text in enumerate(texts):
         typer.echo(text if len(texts) == 1 else f"=== {i}: {prompts[i][:60]!r}\n{text}")
+    steering = any(slot.alpha != 0 for slot in steered.slots)
+    for i, text in enumerate(texts):
+        warn_if_degenerate("the answer" if len(texts) == 1 else f"answer {i}", text, steering)

@@ -23,3 +23,6 @@ PromptFormat = Annotated[str, typer.Option(
     help="the user model's prompts: own = its chat template (the plain format when it has none) | plain = the plain "
          "'Question: …\\nAnswer:' format even for an instruct model, to compare it like with like under a delta "
          "trained in that format")]
+Calibration = Annotated[Optional[str], typer.Option(
+    help="a `crossmodel calibrate --out` folder: steer the one --delta at the α chosen there for this model "
+         "(refused with --alpha, and for another model, delta or map)")]

@@ -228,6 +228,8 @@ def render_report(out_dir: str | Path) -> Path:
     suite, variants = results["suite"], results["variants"]
     lines = [f"# crossmodel eval: {suite}", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in sorted(results["config"].items()) if v not in (None, [], {})]
+    if results.get("alpha_source"):  # the α the steered variant used, and where it came from
+        lines.append(f"| α used | `{', '.join(f'{a:g}' for a in results['alphas'])}` ({results['alpha_source']}) |")
     lines += ["", "## Results", "", markdown_table(summary_columns(variants)), ""]
     if suite == "ifeval":
         lines += ["## Per instruction type (fraction followed)", "", _type_table(variants), "",

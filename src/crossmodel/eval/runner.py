@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from crossmodel.eval import ifeval, qa, resume, tofu
+from crossmodel.eval.calibration import check_calibration_flags, load_calibration
 from crossmodel.eval.data import TOFU_SPLITS, load_qa
 from crossmodel.eval.report import RESULTS, render_report
 from crossmodel.io import atomic_write_json
@@ -61,6 +62,8 @@ class EvalConfig:
     nltk_data: str | None = field(default=None, metadata={"help": "ifeval: folder with NLTK's punkt_tab data"})
     dtype: str = field(default="float32", metadata={"help": "the user model's dtype: float32 | bfloat16 (deltas "
                                                             "stay float32)"})
+    calibration: str | None = field(default=None, metadata={
+        "help": "a `crossmodel calibrate` folder: its α for the one delta (checked against model, delta, map)"})
 
     def __post_init__(self):
         if self.suite not in SUITES:
@@ -71,6 +74,11 @@ class EvalConfig:
         if not self.data:
             raise ValueError("no --data given: pass a TOFU folder (tofu) or a QA/instruction file")
         delta_entries(self.deltas, self.alphas, self.maps)  # checks the counts and every alpha, before any load
+        if self.calibration is not None:
+            check_calibration_flags(self.deltas, self.alphas)
+            if self.suite == "shift":
+                raise ValueError("--calibration: the shift suite steers two models with one α, and a calibration is "
+                                 "made for one model; give --alpha instead")
         if self.suite in ("qa", "nll", "ifeval") and len(self.data) != 1:
             raise ValueError(f"suite {self.suite} reads one file; got --data {list(self.data)}")
         if self.limit is not None and self.limit < 1 or self.batch_size < 1:
@@ -88,16 +96,25 @@ class EvalConfig:
         return self.max_new_tokens or DEFAULT_NEW_TOKENS.get(self.suite, 128)
 
 
-def load_variants(config: EvalConfig) -> dict[str, Any]:
-    """The evaluated models by variant name: "base" (plain) and/or "steered" (with the deltas)."""
-    from crossmodel.eval.scorer import PlainModel
+def load_user(model: str, dtype: str = "float32", prompt_format: str = "own") -> Any:
+    """The user model (a LoadedModel) as every variant reads it: `prompt_format="plain"` gives it the plain
+    'Question: …\nAnswer:' format even when it has a chat template of its own."""
     from crossmodel.models import load_model
 
-    loaded = load_model(config.model, dtype=config.dtype)
-    if config.prompt_format == "plain":  # every variant reads it, as deltas trained in that format did
+    loaded = load_model(model, dtype=dtype)
+    if prompt_format == "plain":  # every variant reads it, as deltas trained in that format did
         from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
 
         loaded.tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+    return loaded
+
+
+def load_variants(config: EvalConfig, alphas: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """The evaluated models by variant name: "base" (plain) and/or "steered" (with the deltas, at `alphas`:
+    default `config.alphas`)."""
+    from crossmodel.eval.scorer import PlainModel
+
+    loaded = load_user(config.model, config.dtype, config.prompt_format)
     variants: dict[str, Any] = {}
     if config.baseline or not config.deltas:
         variants["base"] = PlainModel(loaded.model, loaded.tokenizer, batch_size=config.batch_size)
@@ -106,9 +123,23 @@ def load_variants(config: EvalConfig) -> dict[str, Any]:
         from crossmodel.models.prompt import chat_template_of
 
         # the plain-model fallback template for base models, so base and steered read the same prompts
-        variants["steered"] = steer(loaded, deltas=delta_entries(config.deltas, config.alphas, config.maps),
-                                    rule=config.rule, chat_template=chat_template_of(loaded.tokenizer))
+        entries = delta_entries(config.deltas, config.alphas if alphas is None else alphas, config.maps)
+        variants["steered"] = steer(loaded, deltas=entries, rule=config.rule,
+                                    chat_template=chat_template_of(loaded.tokenizer))
     return variants
+
+
+def steering_alphas(config: EvalConfig) -> tuple[tuple[float, ...], str | None]:
+    """The α per delta a run steers with (() = each delta's saved default) and where it comes from: "calibration
+    CAL" (checked against the model, delta and map by `load_calibration`), "--alpha" or "delta default"; None
+    without deltas."""
+    if not config.deltas:
+        return (), None
+    if config.calibration:
+        token_map = config.maps[0] if config.maps else None
+        calibration = load_calibration(config.calibration, config.model, config.deltas[0], token_map)
+        return (calibration.alpha,), f"calibration {config.calibration}"
+    return config.alphas, "--alpha" if config.alphas else "delta default"
 
 
 def _tofu_files(config: EvalConfig) -> dict[str, Path]:
@@ -188,7 +219,10 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = print) -> dict[str
 
     Everything is checked and loaded before `<out>/run.json` is written, so a failed start leaves nothing behind.
     """
+    alphas, alpha_source = steering_alphas(config)  # a calibration is checked before anything is written
     identity = config.identity()
+    if config.calibration:  # a calibration folder re-made in between is another run
+        identity["calibration_alpha"] = alphas[0]
     resume.check_run(config.out, identity)
     results: dict[str, Any] = {"config": dataclasses.asdict(config), "suite": config.suite, "variants": {}}
     if config.suite == "shift":
@@ -200,8 +234,10 @@ def run_eval(config: EvalConfig, log: Callable[[str], None] = print) -> dict[str
         _announce(config, log)
         checker = ifeval.load_checker(config.nltk_data) if config.suite == "ifeval" else None
         reference = _reference_forget(config) if config.suite == "tofu" else None
-        variants = load_variants(config)
+        variants = load_variants(config, alphas)
         out = resume.start_run(config.out, identity)
+        if "steered" in variants:
+            results.update(alphas=[slot.alpha for slot in variants["steered"].slots], alpha_source=alpha_source)
         for name, model in variants.items():
             results["variants"][name] = _run_suite(config, model, out / name, checker, reference)
     atomic_write_json(out / RESULTS, results)
