@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from crossmodel.cli import app
-from crossmodel.serve import PROCESSOR, ServerOptions, launch, server_command
+from crossmodel.serve import PROCESSOR, ServerOptions, launch, serve_config, server_command
 from crossmodel.steer import DeltaModel
 from crossmodel.vocab import TokenMap
 from ..steer.conftest import make_model
@@ -98,3 +98,36 @@ def test_server_command_options():
     argv = server_command("/m", ServerOptions(max_model_len=1024, enforce_eager=True, served_model_name="s"))
     assert argv[argv.index("--max-model-len") + 1] == "1024" and "--enforce-eager" in argv
     assert argv[argv.index("--served-model-name") + 1] == "s" and argv[argv.index("--host") + 1] == "127.0.0.1"
+
+
+def _calibration(folder, model, delta, alpha: float):
+    """A calibration.json for this model and delta, written by hand (what `crossmodel calibrate` records)."""
+    import json
+
+    from crossmodel.eval.calibration import fingerprints
+
+    folder.mkdir()
+    record = {"schema_version": 1, "alpha": alpha, "reason": "by hand", **fingerprints(str(model), delta)}
+    (folder / "calibration.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_calibration_sets_a_hosted_deltas_default_alpha(dirs, vllm_ok, tmp_path):
+    from crossmodel.models.load import load_hf_tokenizer
+    from crossmodel.serve import DeltaHost
+
+    cal = _calibration(tmp_path / "cal", dirs / "user", dirs / "same", 0.375)
+    code, out = serve("--model", dirs / "user", "--delta", f"a={dirs / 'same'}", "--calibration", f"a={cal}",
+                      "--dry-run")
+    assert code == 0 and f"delta a: default α = 0.375 (calibration {cal})" in out, out
+    config = serve_config({"a": dirs / "same"}, alphas={"a": 0.375})
+    host = DeltaHost.load(config, load_hf_tokenizer(dirs / "user"), len(load_hf_tokenizer(dirs / "user")))
+    assert host.hosted["a"].slot.alpha == 0.375  # requests that name no alpha get the calibrated one
+    code, out = serve("--model", dirs / "user", "--delta", f"b={dirs / 'same'}", "--calibration", f"a={cal}",
+                      "--dry-run")
+    assert code == 1 and "--calibration names ['a'] that no --delta hosts" in out.strip().splitlines()[-1]
+    other = _calibration(tmp_path / "other", dirs / "user", dirs / "cross", 0.5)
+    code, out = serve("--model", dirs / "user", "--delta", f"a={dirs / 'same'}", "--calibration", f"a={other}",
+                      "--dry-run")
+    last = out.strip().splitlines()[-1]
+    assert code == 1 and f"calibration {other} was made for delta {dirs / 'cross'}" in last, out

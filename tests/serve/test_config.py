@@ -10,9 +10,10 @@ from crossmodel.serve import ENV_VAR, DeltaRequest, ServeConfig, ServedDelta, de
 def test_config_round_trips_through_the_environment(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "m").mkdir()
-    config = serve_config({"facts": tmp_path / "d"}, {"facts": tmp_path / "m"}, fill=-5.0)
+    config = serve_config({"facts": tmp_path / "d"}, {"facts": tmp_path / "m"}, fill=-5.0, alphas={"facts": 0.5})
     again = ServeConfig.from_env({ENV_VAR: config.to_json()})
     assert again == config and again.names == ["facts"] and again.deltas[0].token_map == str(tmp_path / "m")
+    assert again.deltas[0].alpha == 0.5
 
 
 @pytest.mark.parametrize("call, match", [
@@ -24,6 +25,8 @@ def test_config_round_trips_through_the_environment(tmp_path):
     (lambda: named_paths("--map", ["a=x", "a=y"]), "--map names 'a' twice"),
     (lambda: serve_config({"a": "/no/such/dir"}), "--delta a=/no/such/dir: no such directory"),
     (lambda: serve_config({}, {"a": "x"}), r"--map names \['a'\] that no --delta hosts"),
+    (lambda: serve_config({}, {}, alphas={"b": 0.5}), r"--calibration names \['b'\] that no --delta hosts"),
+    (lambda: ServedDelta("a", "x", alpha=float("inf")), "default alpha of delta a=inf is out of range"),
 ])
 def test_bad_config_values_are_named(call, match):
     with pytest.raises((ValueError, OSError), match=match):

@@ -19,6 +19,9 @@ def serve(
     deltas: list[str] = typer.Option([], "--delta", help="NAME=DIR: a delta requests ask for by NAME (repeatable)"),
     maps: list[str] = typer.Option([], "--map", help="NAME=MAP_DIR: the token map of a delta in another "
                                                      "vocabulary (`crossmodel map`)"),
+    calibrations: list[str] = typer.Option([], "--calibration", help="NAME=CAL: a `crossmodel calibrate` folder "
+                                           "made for this model, delta NAME and its map; its α becomes NAME's "
+                                           "default (a request's own alpha still wins)"),
     fill: float = typer.Option(0.0, help="logit for user tokens a map leaves unmapped (reference: 0)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     port: int = typer.Option(8000, help="port to listen on"),
@@ -32,19 +35,27 @@ def serve(
     picks one with "vllm_xargs": {"delta": NAME, "alpha": 1.0}. Arguments after `--` go to vLLM's server."""
     import shlex
 
+    from crossmodel.eval.calibration import load_calibration
     from crossmodel.serve import (ServerOptions, check_deltas, check_vllm, model_path, named_paths, serve_config,
                                   server_command, server_env)
 
     if not deltas:
         raise ValueError("give at least one --delta NAME=DIR (a plain model needs no crossmodel: serve it with vLLM "
                          "alone)")
-    config = serve_config(named_paths("--delta", deltas), named_paths("--map", maps), fill)
+    named, named_maps = named_paths("--delta", deltas), named_paths("--map", maps)
+    calibrated = named_paths("--calibration", calibrations)
+    serve_config(named, named_maps, fill, dict.fromkeys(calibrated, 0.0))  # names and paths, before any load
+    alphas = {name: load_calibration(cal, model, named[name], named_maps.get(name)).alpha
+              for name, cal in calibrated.items()}
+    config = serve_config(named, named_maps, fill, alphas)
     options = ServerOptions(host, port, dtype, max_model_len, enforce_eager, served_model_name)
     check_vllm()
     path = model_path(model)
     check_deltas(path, config)
     argv = server_command(path, options, ctx.args)
     typer.echo(f"serving {path} with deltas {config.names} on http://{host}:{port}/v1", err=True)
+    for name, cal in calibrated.items():
+        typer.echo(f"delta {name}: default α = {alphas[name]:g} (calibration {cal})", err=True)
     if dry_run:
         typer.echo(shlex.join(argv))
         return

@@ -25,16 +25,20 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 @dataclass(frozen=True)
 class ServedDelta:
-    """One hosted delta: the name requests use, its directory, and its token map directory when its vocabulary
-    is not the served model's (None: the same vocabulary)."""
+    """One hosted delta: the name requests use, its directory, its token map directory when its vocabulary is
+    not the served model's (None: the same vocabulary), and its default strength for requests that give none
+    (None: the delta's saved default; `crossmodel serve --calibration NAME=CAL` sets it)."""
 
     name: str
     path: str
     token_map: str | None = None
+    alpha: float | None = None
 
     def __post_init__(self):
         if not _NAME.match(self.name):
             raise ValueError(f"delta name {self.name!r} must be letters, digits, '_', '.' or '-' (e.g. facts)")
+        if self.alpha is not None:
+            check_alpha(self.alpha, f"the default alpha of delta {self.name}")
 
 
 @dataclass(frozen=True)
@@ -95,19 +99,21 @@ def named_paths(flag: str, values: Sequence[str]) -> dict[str, str]:
 
 
 def serve_config(deltas: Mapping[str, str | Path], maps: Mapping[str, str | Path] | None = None,
-                 fill: float = 0.0) -> ServeConfig:
-    """A ServeConfig from {NAME: delta dir} and {NAME: token map dir}; every path must exist."""
-    maps = dict(maps or {})
-    stray = sorted(set(maps) - set(deltas))
-    if stray:
-        raise ValueError(f"--map names {stray} that no --delta hosts (hosted: {sorted(deltas)})")
+                 fill: float = 0.0, alphas: Mapping[str, float] | None = None) -> ServeConfig:
+    """A ServeConfig from {NAME: delta dir}, {NAME: token map dir} and {NAME: default alpha}; every path must
+    exist."""
+    maps, alphas = dict(maps or {}), dict(alphas or {})
+    for flag, named in (("--map", maps), ("--calibration", alphas)):
+        stray = sorted(set(named) - set(deltas))
+        if stray:
+            raise ValueError(f"{flag} names {stray} that no --delta hosts (hosted: {sorted(deltas)})")
     entries = []
     for name, path in deltas.items():
         for what, where in (("--delta", path), ("--map", maps.get(name))):
             if where is not None and not Path(where).is_dir():
                 raise FileNotFoundError(f"{what} {name}={where}: no such directory")
         entries.append(ServedDelta(name, str(Path(path).resolve()),
-                                   str(Path(maps[name]).resolve()) if name in maps else None))
+                                   str(Path(maps[name]).resolve()) if name in maps else None, alphas.get(name)))
     return ServeConfig(tuple(entries), fill)
 
 

@@ -67,7 +67,8 @@ def _attach(served: ServedDelta, user_tokenizer: Any, user_fp: str, user_rows: i
         raise ValueError(f"--delta {served.name}={served.path} uses another vocabulary than the served model; "
                          f"build a token map with `crossmodel map --user MODEL --delta {served.path} --mode "
                          f"normalized --out MAP_DIR` and pass --map {served.name}=MAP_DIR")
-    slot = DeltaSlot(model=delta.model, tokenizer=delta.tokenizer, alpha=delta.config.alpha, token_map=token_map,
+    alpha = delta.config.alpha if served.alpha is None else served.alpha  # the default of requests that give none
+    slot = DeltaSlot(model=delta.model, tokenizer=delta.tokenizer, alpha=alpha, token_map=token_map,
                      user_rows=user_rows, fill=fill, sync="same" if token_map is None else "incremental",
                      name=served.name)
     return Hosted(slot, delta.config.rule)
