@@ -123,16 +123,17 @@ def server_env(config: ServeConfig, environ: Mapping[str, str]) -> dict[str, str
 
 
 def steered_llm(model: str, deltas: Mapping[str, str | Path], maps: Mapping[str, str | Path] | None = None, *,
-                fill: float = 0.0, **llm_kwargs: Any) -> Any:
+                fill: float = 0.0, alphas: Mapping[str, float] | None = None, **llm_kwargs: Any) -> Any:
     """A `vllm.LLM` for `model` (zoo name, HF dir or hub id) hosting `deltas` ({NAME: delta dir}, with
-    {NAME: token map dir} for deltas in another vocabulary). Call it under `if __name__ == "__main__":` (vLLM
-    starts its engine in a new process); requests pick a delta with `SamplingParams(extra_args={"delta": NAME})`.
+    {NAME: token map dir} for deltas in another vocabulary, and {NAME: α} for defaults other than the deltas' own,
+    e.g. a calibrated α). Call it under `if __name__ == "__main__":` (vLLM starts its engine in a new process);
+    requests pick a delta with `SamplingParams(extra_args={"delta": NAME})`.
     """
     check_vllm()
     from vllm import LLM
 
     path = model_path(model)
-    config = serve_config(deltas, maps, fill)
+    config = serve_config(deltas, maps, fill, alphas)
     check_deltas(path, config)
     os.environ.update(server_env(config, os.environ))  # read by the processor in vLLM's processes (processor.py)
     return LLM(model=path, logits_processors=[PROCESSOR], **llm_kwargs)
