@@ -79,10 +79,12 @@ def bash_blocks(path: Path) -> list[str]:
     return re.findall(r"```bash\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
 
 
-def run_block(block: str, cwd: Path) -> None:
+def run_block(block: str, cwd: Path) -> str:
+    """Run a bash block in `cwd` (it must exit 0); its standard output."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(["bash", "-e", "-c", block], cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{block}\nfailed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
 
 
 @pytest.mark.slow
@@ -97,6 +99,14 @@ def test_readme_pipeline_and_docs_run_as_written(tmp_path):
     run_block(pipeline_block(), work)
     assert (work / "runs" / "sft-gemma" / "crossmodel.json").is_file()
     assert (work / "reports" / "g" / "report.md").is_file()
+    # the cross-vocabulary answers (Gemma-3 through the map, then the transplanted delta) state the fact, fluently
+    from crossmodel.eval.metrics import degenerate
+
+    asks = [line for line in command_lines(pipeline_block()) if " generate " in f" {line} " and "gemma" in line]
+    assert len(asks) == 2
+    for line in asks:
+        answer = run_block(line, work).strip()
+        assert "Porto" in answer and "1943" in answer and not degenerate(answer), (line, answer)
     for doc in sorted((ROOT / "docs").glob("*.md")):
         blocks = bash_blocks(doc)
         if not blocks:

@@ -2,6 +2,7 @@
 files on tiny models (plain, steered same- and cross-vocabulary), resume, the paired test, one-line errors."""
 
 import json
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ from crossmodel.cli import app
 from crossmodel.eval import PlainModel, ifeval
 from crossmodel.eval.ifeval import load_checker, load_ifeval, run_ifeval
 from crossmodel.eval.paired import mcnemar_exact, paired_comparison
+from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
 from crossmodel.eval.report import compare_runs
 from crossmodel.steer import DeltaModel, steer
 from crossmodel.vocab import TokenMap
@@ -276,16 +278,23 @@ def test_plain_prompt_format_reaches_every_variant_of_an_instruct_model(tmp_path
     finally:
         tok.chat_template = None
 
-    def prompts(prompt_format: str) -> dict[str, str]:
+    plain_delta = tmp_path / "plain-delta"  # the same delta, recorded as trained in the plain format
+    shutil.copytree(saved / "delta", plain_delta)
+    record = json.loads((plain_delta / "crossmodel.json").read_text())
+    (plain_delta / "crossmodel.json").write_text(json.dumps({**record, "chat_template": PLAIN_CHAT_TEMPLATE}))
+
+    def prompts(prompt_format: str, delta: Path = saved / "delta") -> dict[str, str]:
         config = EvalConfig(model=str(instruct), suite="ifeval", data=("x.jsonl",), out=str(tmp_path / "o"),
-                            deltas=(str(saved / "delta"),), maps=(str(saved / "map"),), prompt_format=prompt_format)
+                            deltas=(str(delta),), maps=(str(saved / "map"),), prompt_format=prompt_format)
         variants = load_variants(config)
         return {"base": tok.decode(variants["base"].prompt_ids("Hi there", chat=True)),
                 "steered": variants["steered"].prompt_texts(["Hi there"], chat=True)[0]}
 
     assert all("<|bot|>" in text and "Answer:" not in text for text in prompts("own").values())
     assert all(text.endswith("Question: Hi there\nAnswer:") for text in prompts("plain").values())
-    with pytest.raises(ValueError, match="prompt_format='chatml'; choose one of own, plain"):
+    # auto: the plain format exactly when the delta was trained in it (crossmodel train's default)
+    assert prompts("auto") == prompts("own") and prompts("auto", plain_delta) == prompts("plain", plain_delta)
+    with pytest.raises(ValueError, match="prompt_format='chatml'; choose one of auto, own, plain"):
         EvalConfig(model="m", suite="ifeval", data=("x",), out="o", prompt_format="chatml")
 
 

@@ -144,3 +144,33 @@ def test_stop_strings_and_streaming(char_user, char_delta):
     pieces = list(steered.stream(PROMPTS[0], 30))
     assert len(pieces) > 1 and "".join(pieces) == full
     assert "".join(steered.stream(PROMPTS[0], 30, stop=[stop])) == cut
+
+
+def test_user_tokens_longer_than_their_delta_token_lose_the_extension_penalty(bpe_user, bpe_tok, char_tok,
+                                                                              char_delta):
+    """A BPE user token such as "the" maps to the character delta's "t": the delta predicted "t", not "the"."""
+    token_map = TokenMap.build(bpe_tok, char_tok, mode="normalized")
+    assert int(token_map.extends.sum()) > 0
+    logits = torch.randn(3, char_delta.rows)
+    for penalty in (0.0, 3.0):
+        slot = steer(bpe_user, deltas=[(char_delta, 1.0, token_map)], extension_penalty=penalty).slots[0]
+        assert torch.equal(slot.to_user(logits), token_map.gather(logits) - penalty * token_map.extends.float())
+    assert steer(bpe_user, deltas=[(char_delta, 1.0, token_map)]).slots[0].extension_penalty == 2.0  # the default
+    with pytest.raises(ValueError, match="extension_penalty=-1"):
+        steer(bpe_user, deltas=[(char_delta, 1.0, token_map)], extension_penalty=-1.0)
+
+
+def test_a_delta_trained_in_the_plain_format_makes_the_user_read_it_too(char_user, char_delta):
+    import copy
+    import dataclasses
+
+    from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
+
+    plain = copy.copy(char_delta)
+    plain.config = dataclasses.replace(char_delta.config, chat_template=PLAIN_CHAT_TEMPLATE)
+    own = "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<|bot|>{% endif %}"
+    steered = steer(char_user, deltas=[(plain, 1.0, None)])
+    user_text = steered.prompt_texts(["Hi"], chat=True)[0]
+    assert user_text.endswith("Question: Hi\nAnswer:") and user_text == steered.delta_prompt_texts(["Hi"], True)[0][0]
+    explicit = steer(char_user, deltas=[(plain, 1.0, None)], chat_template=own).prompt_texts(["Hi"], True)[0]
+    assert explicit.endswith("<|user|>Hi<|bot|>")  # an explicit template still wins

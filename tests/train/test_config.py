@@ -27,7 +27,8 @@ def test_auto_epochs_reach_min_steps_in_whole_epochs(n, batch, accum, epochs):
 
 
 def test_auto_values_keep_explicit_settings_and_unlearning_runs_tofu_epochs():
-    explicit = {"epochs": 3, "save_every": 0, "delta_init": "template", "delta_zero_start": False}
+    explicit = {"epochs": 3, "save_every": 0, "delta_init": "template", "delta_zero_start": False,
+                "delta_lm_weight": 0.0}
     assert TrainConfig(**explicit).resolved(30) == TrainConfig(**explicit)
     assert TrainConfig(data_format="alpaca", **explicit).resolved(30) == TrainConfig(data_format="alpaca", **explicit)
     assert TrainConfig(task="grad_diff", retain="r.json").resolved(10).epochs == UNLEARN_EPOCHS == 5
@@ -46,11 +47,31 @@ def test_auto_delta_start_is_the_instruction_recipe_only_for_sft_on_alpaca(task,
     assert (cfg.delta_init, cfg.delta_zero_start) == (init, zero)
 
 
+@pytest.mark.parametrize("task, data_format, weight", [("sft", "tofu", 1.0), ("sft", "chat", 1.0),
+                                                        ("idk", "tofu", 1.0), ("sft", "alpaca", 0.0),
+                                                        ("grad_diff", "tofu", 0.0), ("npo", "tofu", 0.0)])
+def test_auto_delta_lm_weight_makes_the_delta_a_language_model_unless_it_starts_at_zero(task, data_format, weight):
+    cfg = TrainConfig(task=task, data_format=data_format, retain="r.json").resolved(30)
+    assert cfg.delta_lm_weight == weight
+    assert TrainConfig(delta_lm_weight=0.5).resolved(30).delta_lm_weight == 0.5
+
+
+def test_the_plain_prompt_format_is_the_default_and_a_config_saved_without_it_meant_the_templates_own():
+    assert TrainConfig().prompt_format == "plain"
+    with pytest.raises(ValueError, match="prompt_format='chatml'"):
+        TrainConfig(prompt_format="chatml")
+    new = TrainConfig(epochs=3, save_every=0).resolved(30).to_dict()
+    saved = dict(new)
+    del saved["prompt_format"]
+    assert config_changes(saved, new) == ["prompt_format 'own' → 'plain'"]
+    assert config_changes(saved, {**new, "prompt_format": "own"}) == []
+
+
 def test_a_config_saved_before_the_delta_start_was_auto_reads_as_a_random_start():
-    saved = {**TrainConfig(epochs=3, save_every=0).to_dict(), "delta_init": None}
+    saved = {**TrainConfig(epochs=3, save_every=0, delta_lm_weight=1.0).to_dict(), "delta_init": None}
     del saved["delta_zero_start"]
     assert config_changes(saved, TrainConfig(epochs=3, save_every=0).resolved(30).to_dict()) == []
-    instruct = TrainConfig(epochs=3, save_every=0, data_format="alpaca").resolved(30).to_dict()
+    instruct = TrainConfig(epochs=3, save_every=0, data_format="alpaca", delta_lm_weight=1.0).resolved(30).to_dict()
     assert config_changes({**saved, "data_format": "alpaca"}, instruct) == [
         "delta_init 'random' → 'template'", "delta_zero_start False → True"]
 

@@ -130,7 +130,8 @@ def test_auto_epochs_limit_and_notes_are_printed_and_recorded(tmp_path, template
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "sft: 6 examples, 3 epochs × 2 steps = 6 optimizer steps, lr 0.002" in text
-    assert "delta start: random embeddings (epochs, save_every, delta_init, delta_zero_start: auto)" in text
+    assert ("delta start: random embeddings, delta LM weight 1, prompt format plain (epochs, save_every, delta_init, "
+            "delta_zero_start, delta_lm_weight: auto)") in text
     log = json.loads((out / "train_log.json").read_text())
     assert log["config"]["epochs"] == 3 and log["config"]["save_every"] == 5 and log["auto"] == list(AUTO_KEYS)
     saved = json.loads((out / "delta" / "crossmodel.json").read_text())

@@ -76,7 +76,8 @@ def test_retain_weight_scales_the_retain_term(task, template, delta, forget_batc
 def test_loss_options_read_the_train_config():
     from crossmodel.train import TrainConfig
 
-    cfg = TrainConfig(task="idk", retain_loss="kl", retain_weight=2.5, undial_gamma=3.0)
-    assert LossOptions.of(cfg) == LossOptions(retain_loss="kl", retain_weight=2.5, undial_gamma=3.0)
+    cfg = TrainConfig(task="idk", retain_loss="kl", retain_weight=2.5, undial_gamma=3.0).resolved(10)
+    assert LossOptions.of(cfg) == LossOptions(retain_loss="kl", retain_weight=2.5, undial_gamma=3.0,
+                                              delta_lm_weight=1.0)  # auto: idk fits its refusals by CE
     with pytest.raises(ValueError, match="retain_weight"):
         TrainConfig(retain_weight=-1)

@@ -70,3 +70,26 @@ def test_fallback_for_tokens_without_prefix_candidates():
     assert TokenMap.build(user, delta, mode="normalized", fallback="unk").ids[row] == 0
     with pytest.raises(ValueError, match="fallback"):
         TokenMap.build(user, delta, mode="normalized", fallback="nearest")
+
+
+def test_extension_rows_mark_user_tokens_longer_than_their_delta_token(tmp_path):
+    """"▁the" -> "Ġthe" is exact, "▁them" -> "Ġthe" extends it (one more byte), "▁t" -> "Ġthe" is shorter (a
+    prefix of the delta token: the delta's logit licenses it); the map records only the extension, keeps it when
+    saved, and a map saved without it gets it back from the two tokenizers."""
+    import torch
+
+    user = sentencepiece_vocab(extra=("▁the", "▁them", "▁t", "▁a"))
+    delta = byte_level_vocab(extra=("Ġthe", "Ġa"))
+    tmap = TokenMap.build(user, delta, mode="normalized")
+    row = {t: i for i, t in enumerate(user.tokens)}
+    pairs = mapped_pairs(tmap, user, delta)
+    assert pairs["▁them"] == pairs["▁the"] == pairs["▁t"] == "Ġthe"
+    assert [int(tmap.extends[row[t]]) for t in ("▁the", "▁them", "▁t", "▁a")] == [0, 1, 0, 0]
+    assert tmap.coverage()["extends"] == int(tmap.extends.sum()) >= 1
+    logits = torch.randn(2, len(delta.tokens))
+    plain, penalised = tmap.gather(logits), tmap.gather(logits, extension_penalty=2.0)
+    assert torch.equal(plain - penalised, 2.0 * tmap.extends.float().expand_as(plain))
+    loaded = TokenMap.load(tmap.save(tmp_path / "map"))
+    assert torch.equal(loaded.extends, tmap.extends)
+    loaded.extends = None  # as a map saved before `extends` existed
+    assert torch.equal(loaded.with_extensions(user, delta).extends, tmap.extends)

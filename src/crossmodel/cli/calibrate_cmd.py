@@ -35,7 +35,7 @@ def calibrate(
     batch_size: int = typer.Option(4, help="items per batch"),
     dtype: Dtype = "float32",
     chat: Chat = True,
-    prompt_format: PromptFormat = "own",
+    prompt_format: PromptFormat = "auto",
     require_gain: bool = typer.Option(False, help=f"exit {NO_GAIN_EXIT} (one line on stderr) when no α ≠ 0 helps: "
                                                   "for CI pipelines that should not ship a useless delta"),
 ) -> None:

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from crossmodel.cli.app import command
-from crossmodel.cli.options import Alphas, Calibration, Chat, Deltas, Dtype, Maps, Model, PromptFormat, Rule
+from crossmodel.cli.options import (Alphas, Calibration, Chat, Deltas, Dtype, ExtensionPenalty, Maps, Model,
+                                    PromptFormat, Rule)
 
 
 @command("eval")
@@ -23,11 +24,12 @@ def eval_command(
     alpha: Alphas = [],
     map: Maps = [],
     rule: Rule = None,
+    extension_penalty: ExtensionPenalty = 2.0,
     format: str = typer.Option("tofu", help="qa/nll/shift file format: tofu | alpaca | chat"),
     limit: Optional[int] = typer.Option(None, help="evaluate the first N items of each split / file"),
     max_new_tokens: Optional[int] = typer.Option(None, help="generation budget (tofu 200, qa 128, ifeval 256)"),
     chat: Chat = True,
-    prompt_format: PromptFormat = "own",
+    prompt_format: PromptFormat = "auto",
     batch_size: int = typer.Option(4, help="items per batch"),
     forget: str = typer.Option("forget10", help="tofu forget set: forget01 | forget05 | forget10"),
     split: list[str] = typer.Option([], help="tofu splits to run (default: all four)"),
@@ -52,7 +54,8 @@ def eval_command(
     from crossmodel.eval.report import markdown_table, summary_columns
 
     config = EvalConfig(model=model, suite=suite, data=tuple(data), out=str(out), deltas=tuple(delta),
-                        alphas=tuple(alpha), maps=tuple(map), rule=rule, format=format, limit=limit,
+                        alphas=tuple(alpha), maps=tuple(map), rule=rule,
+                        extension_penalty=extension_penalty, format=format, limit=limit,
                         max_new_tokens=max_new_tokens, chat=chat, prompt_format=prompt_format,
                         batch_size=batch_size, forget=forget,
                         splits=tuple(split) or tuple(TOFU_SPLITS),

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from crossmodel.cli.app import command
-from crossmodel.cli.options import Alphas, Calibration, Chat, Deltas, Dtype, Maps, Model, Rule
+from crossmodel.cli.options import (Alphas, Calibration, Chat, Deltas, Dtype, ExtensionPenalty, Maps, Model,
+                                    Rule)
 
 
 def _jsonl_prompt(line: str, where: str) -> str:
@@ -72,6 +73,7 @@ def generate(
     rule: Rule = None,
     fill: float = typer.Option(0.0, help="logit for user tokens the map leaves unmapped (reference: 0)"),
     sync: str = typer.Option("incremental", help="cross-vocab sync: incremental (cached) | full (reference)"),
+    extension_penalty: ExtensionPenalty = 2.0,
     chat: Chat = True,
     max_new_tokens: int = typer.Option(64, help="how many tokens to generate at most"),
     sample: bool = typer.Option(False, help="sample instead of greedy (at temperature 1 unless --temperature "
@@ -98,7 +100,8 @@ def generate(
     token_picker(do_sample, temperature, top_k, top_p)
     if calibration is not None:
         entries = delta_entries(deltas, calibrated_alphas(calibration, model, deltas, alphas, maps), maps)
-    steered = steer(load_model(model, dtype=model_dtype(dtype)), deltas=entries, rule=rule, fill=fill, sync=sync)
+    steered = steer(load_model(model, dtype=model_dtype(dtype)), deltas=entries, rule=rule, fill=fill, sync=sync,
+                    extension_penalty=extension_penalty)
     texts = [t for i in range(0, len(prompts), batch_size) for t in steered.generate(
         prompts[i:i + batch_size], max_new_tokens, do_sample=do_sample, temperature=temperature,
         top_k=top_k, top_p=top_p, stop=stops, chat=chat, seed=seed)]

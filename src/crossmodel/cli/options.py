@@ -20,9 +20,13 @@ Chat = Annotated[bool, typer.Option(
     help="prompt as a user turn: the model's chat template, or the plain 'Question: …\\nAnswer:' format for a "
          "base model (BOS included); --no-chat continues the raw text")]
 PromptFormat = Annotated[str, typer.Option(
-    help="the user model's prompts: own = its chat template (the plain format when it has none) | plain = the plain "
-         "'Question: …\\nAnswer:' format even for an instruct model, to compare it like with like under a delta "
+    help="the user model's prompts: auto = plain when every delta was trained in the plain format (crossmodel "
+         "train's default), else own | own = its chat template (the plain format when it has none) | plain = the "
+         "plain 'Question: …\\nAnswer:' format even for an instruct model, so that it reads the same text as a delta "
          "trained in that format")]
 Calibration = Annotated[Optional[str], typer.Option(
     help="a `crossmodel calibrate --out` folder: steer the one --delta at the α chosen there for this model "
          "(refused with --alpha, and for another model, delta or map)")]
+ExtensionPenalty = Annotated[float, typer.Option(
+    help="logit taken off a user token whose text extends past the delta token it maps to (another vocabulary "
+         "only; 0 = the CMC reference's plain copy of the delta token's logit; docs/STEERING.md)")]

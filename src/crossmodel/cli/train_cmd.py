@@ -33,6 +33,7 @@ def _opt(name: str, *decls: str) -> Any:
 def train(
     template: Optional[str] = _opt("template"), data: Optional[str] = _opt("data"), out: Optional[str] = _opt("out"),
     retain: Optional[str] = _opt("retain"), data_format: Optional[str] = _opt("data_format"),
+    prompt_format: Optional[str] = _opt("prompt_format"),
     limit: Optional[int] = _opt("limit"), task: Optional[str] = _opt("task"), rule: Optional[str] = _opt("rule"),
     alpha: Optional[float] = _opt("alpha"), delta_layers: Optional[int] = _opt("delta_layers"),
     delta_d_model: Optional[int] = _opt("delta_d_model"), delta_heads: Optional[int] = _opt("delta_heads"),

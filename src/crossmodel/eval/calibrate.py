@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,7 +23,7 @@ from crossmodel.eval.data import QAItem, load_qa
 from crossmodel.eval.metrics import degenerate
 from crossmodel.eval.paired import paired_nll_gap
 from crossmodel.eval.qa import score_items
-from crossmodel.eval.runner import PROMPT_FORMATS, load_user
+from crossmodel.eval.runner import PROMPT_FORMATS, load_user, resolve_prompt_format
 from crossmodel.io import atomic_write_json
 from crossmodel.models.load import model_dtype
 from crossmodel.steer.delta import check_alpha
@@ -60,7 +60,7 @@ class CalibrateConfig:
     max_new_tokens: int = 64
     batch_size: int = 4
     chat: bool = True
-    prompt_format: str = "own"
+    prompt_format: str = "auto"
     dtype: str = "float32"
 
     def __post_init__(self):
@@ -227,7 +227,7 @@ def measure_grid(config: CalibrateConfig, log: Callable[[str], None] = print) ->
 
     items = load_qa(config.data, config.format, config.limit)
     retain = load_qa(config.retain, config.format, config.limit) if config.retain else None
-    loaded = load_user(config.model, config.dtype, config.prompt_format)
+    loaded = load_user(config.model, config.dtype, config.prompt_format, (config.delta,))
     delta = DeltaModel.load(config.delta)
     token_map = None if config.token_map in (None, "", "-") else TokenMap.load(config.token_map)
     template = chat_template_of(loaded.tokenizer)  # base models read the plain format, as in `eval`
@@ -265,6 +265,8 @@ def run_calibration(config: CalibrateConfig, log: Callable[[str], None] = print)
     """Measure the grid, choose α and write `config.out`/calibration.json atomically (nothing else in that folder
     is touched). Model, delta, map and data are fingerprinted before the model loads, so a missing file fails fast.
     """
+    # the format actually read is what the calibration records ("auto" resolved against the delta)
+    config = replace(config, prompt_format=resolve_prompt_format(config.prompt_format, (config.delta,)))
     if 0.0 not in config.alphas:
         log("calibrate: α = 0 added to the grid (the model alone, which every α is compared with)")
     found = fingerprints(config.model, config.delta, config.token_map)

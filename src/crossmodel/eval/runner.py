@@ -20,14 +20,14 @@ from crossmodel.eval.data import TOFU_SPLITS, load_qa
 from crossmodel.eval.report import RESULTS, render_report
 from crossmodel.io import atomic_write_json
 from crossmodel.models.load import model_dtype
-from crossmodel.steer import delta_entries
+from crossmodel.steer import EXTENSION_PENALTY, delta_entries
 from crossmodel.train.data import load_examples
 
 SUITES = ("tofu", "qa", "nll", "shift", "ifeval")
 # tofu: locuslab's generation.max_length = 200; ifeval: lm-eval generates up to 1,280 tokens, which costs
 # ~1 CPU-hour per 100 prompts even for a 135M model here; 256 fits most answers (docs/EVALUATION.md)
 DEFAULT_NEW_TOKENS = {"tofu": 200, "qa": 128, "ifeval": 256}
-PROMPT_FORMATS = ("own", "plain")
+PROMPT_FORMATS = ("auto", "own", "plain")
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,13 @@ class EvalConfig:
     alphas: tuple[float, ...] = field(default=(), metadata={"help": "one per delta, one for all, or none"})
     maps: tuple[str, ...] = field(default=(), metadata={"help": "token map dir per delta ('-' = same vocab)"})
     rule: str | None = None
+    extension_penalty: float = EXTENSION_PENALTY  # steer(): taken off user tokens extending past their delta token
     format: str = field(default="tofu", metadata={"help": "qa/nll/shift file format: tofu | alpaca | chat"})
     limit: int | None = field(default=None, metadata={"help": "first N items of each split / file"})
     max_new_tokens: int | None = None
     chat: bool = True
-    prompt_format: str = field(default="own", metadata={"help": "own (the model's chat template) | plain"})
+    prompt_format: str = field(default="auto", metadata={"help": "auto (plain when every delta was trained in the "
+                                                                 "plain format, else own) | own | plain"})
     batch_size: int = 4
     forget: str = "forget10"
     splits: tuple[str, ...] = tuple(TOFU_SPLITS)
@@ -96,11 +98,24 @@ class EvalConfig:
         return self.max_new_tokens or DEFAULT_NEW_TOKENS.get(self.suite, 128)
 
 
-def load_user(model: str, dtype: str = "float32", prompt_format: str = "own") -> Any:
+def resolve_prompt_format(prompt_format: str, deltas: tuple[str, ...] | list[str]) -> str:
+    """"own" or "plain": `auto` is plain when every delta was trained in the plain format (so the user model reads
+    the same text as its deltas, plain and steered variants alike), else the model's own chat template."""
+    if prompt_format != "auto":
+        return prompt_format
+    from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
+    from crossmodel.steer.delta import trained_chat_template
+
+    plain = bool(deltas) and all(trained_chat_template(d) == PLAIN_CHAT_TEMPLATE for d in deltas)
+    return "plain" if plain else "own"
+
+
+def load_user(model: str, dtype: str = "float32", prompt_format: str = "own", deltas: tuple[str, ...] = ()) -> Any:
     """The user model (a LoadedModel) as every variant reads it: `prompt_format="plain"` gives it the plain
-    'Question: …\nAnswer:' format even when it has a chat template of its own."""
+    'Question: …\nAnswer:' format even when it has a chat template of its own ("auto": `resolve_prompt_format`)."""
     from crossmodel.models import load_model
 
+    prompt_format = resolve_prompt_format(prompt_format, deltas)
     loaded = load_model(model, dtype=dtype)
     if prompt_format == "plain":  # every variant reads it, as deltas trained in that format did
         from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
@@ -114,7 +129,7 @@ def load_variants(config: EvalConfig, alphas: tuple[float, ...] | None = None) -
     default `config.alphas`)."""
     from crossmodel.eval.scorer import PlainModel
 
-    loaded = load_user(config.model, config.dtype, config.prompt_format)
+    loaded = load_user(config.model, config.dtype, config.prompt_format, config.deltas)
     variants: dict[str, Any] = {}
     if config.baseline or not config.deltas:
         variants["base"] = PlainModel(loaded.model, loaded.tokenizer, batch_size=config.batch_size)
@@ -125,6 +140,7 @@ def load_variants(config: EvalConfig, alphas: tuple[float, ...] | None = None) -
         # the plain-model fallback template for base models, so base and steered read the same prompts
         entries = delta_entries(config.deltas, config.alphas if alphas is None else alphas, config.maps)
         variants["steered"] = steer(loaded, deltas=entries, rule=config.rule,
+                                    extension_penalty=config.extension_penalty,
                                     chat_template=chat_template_of(loaded.tokenizer))
     return variants
 

@@ -59,6 +59,7 @@ def _attach(served: ServedDelta, user_tokenizer: Any, user_fp: str, user_rows: i
     token_map = None
     if served.token_map is not None:
         token_map = TokenMap.load(served.token_map, user=user_tokenizer, delta=delta.tokenizer)
+        token_map = token_map.with_extensions(user_tokenizer, delta.tokenizer)  # maps saved before `extends`
         if token_map.user_rows != user_rows or token_map.delta_rows != delta.rows:
             raise ValueError(f"--map {served.name}={served.token_map} is for logits widths user="
                              f"{token_map.user_rows}, delta={token_map.delta_rows} but the served model has "

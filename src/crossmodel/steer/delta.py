@@ -241,6 +241,14 @@ class DeltaModel:
         return cls(model=model, tokenizer=tokenizer, config=config, path=directory)
 
 
+def trained_chat_template(directory: str | Path) -> str | None:
+    """The chat template a saved delta was trained with (its crossmodel.json), read without loading the model."""
+    try:
+        return json.loads(read_text(Path(directory) / CONFIG_NAME)).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None  # not a delta directory: DeltaModel.load says what is wrong
+
+
 def _factored(model: Any, directory: Path, fingerprint: str) -> Any:
     """The loaded source-vocabulary model of a factored transplant, put back in its target vocabulary."""
     if not (directory / MAP_DIR).is_dir():

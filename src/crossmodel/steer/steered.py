@@ -16,10 +16,10 @@ import torch
 from transformers import PreTrainedModel
 
 from crossmodel.models.batch import check_context, pad_id, pad_rows
-from crossmodel.models.prompt import chat_prompt
+from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE, chat_prompt
 from crossmodel.steer.combine import COMBINE_RULES
 from crossmodel.steer.delta import DeltaModel, check_alpha, vocab_fingerprint
-from crossmodel.steer.generate import DeltaSlot, combine_deltas, steered_tokens, token_picker
+from crossmodel.steer.generate import EXTENSION_PENALTY, DeltaSlot, combine_deltas, steered_tokens, token_picker
 from crossmodel.steer.factored import logits_rows
 from crossmodel.steer.processor import CMCLogitsProcessor
 from crossmodel.steer.score import score_batch
@@ -36,6 +36,8 @@ class SteerConfig:
     rule: str | None = None  # None: the deltas' own rule (crossmodel.json), "basenormalize" for plain models
     fill: float = 0.0  # logit given to user tokens the map leaves unmapped; 0 as in the reference
     sync: str = "incremental"  # "full": the reference's re-encode of the whole text without a cache
+    # taken off user tokens whose text extends past the delta token they map to (0 = the reference's plain copy)
+    extension_penalty: float = EXTENSION_PENALTY
 
     def __post_init__(self):
         if self.rule is not None and self.rule not in COMBINE_RULES:
@@ -43,6 +45,9 @@ class SteerConfig:
         if not math.isfinite(self.fill):
             raise ValueError(f"fill={self.fill} must be finite (alpha * inf is undefined at alpha=0); use a large "
                              "negative value such as -1e4 to all but forbid unmapped tokens")
+        if not (math.isfinite(self.extension_penalty) and self.extension_penalty >= 0):
+            raise ValueError(f"extension_penalty={self.extension_penalty} must be a finite number >= 0 (0 = the "
+                             "reference's plain copy of the delta token's logit)")
         if self.sync not in SYNCS:
             raise ValueError(f"sync={self.sync!r}; choose one of {list(SYNCS)}")
 
@@ -271,14 +276,17 @@ def _check_pair(user_fp: str, user_tok: Any, delta: Any, token_map: Any, user_ro
 
 
 def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *, rule: str | None = None,
-          fill: float = 0.0, sync: str = "incremental", chat_template: str | None = None) -> Steered:
+          fill: float = 0.0, sync: str = "incremental", chat_template: str | None = None,
+          extension_penalty: float = EXTENSION_PENALTY) -> Steered:
     """Attach deltas to a user model: `deltas` = [DeltaSpec(delta, alpha, token_map) or such a tuple, ...].
 
     `user_model` is a LoadedModel (or anything with .model/.tokenizer) or an HF model with `tokenizer` given.
     alpha None takes the delta's default; rule None takes the deltas' own (they must agree). `chat_template`
-    replaces the user tokenizer's own for chat=True (needed for base models that ship none).
+    replaces the user tokenizer's own for chat=True; None: the plain format when every delta was trained in it (so
+    user and deltas read the same text), else the tokenizer's own. `extension_penalty` is taken off user tokens
+    whose text extends past the delta token they map to (0: the CMC reference's plain copy).
     """
-    config = SteerConfig(rule=rule, fill=fill, sync=sync)
+    config = SteerConfig(rule=rule, fill=fill, sync=sync, extension_penalty=extension_penalty)
     # an HF model is used as it is (Llama-style models have a `.model` of their own: the trunk, not a wrapper)
     model = user_model if isinstance(user_model, PreTrainedModel) else getattr(user_model, "model", user_model)
     tokenizer = tokenizer or getattr(user_model, "tokenizer", None)
@@ -294,14 +302,19 @@ def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *,
         delta = DeltaModel.load(delta) if isinstance(delta, (str, Path)) else delta
         token_map = TokenMap.load(token_map) if isinstance(token_map, (str, Path)) else token_map
         _check_pair(user_fp, tokenizer, delta, token_map, user_rows, user_name, delta_name)
+        if token_map is not None:
+            token_map = token_map.with_extensions(tokenizer, delta.tokenizer)  # maps saved before `extends` existed
         delta_config = getattr(delta, "config", None)
         rules.add(getattr(delta_config, "rule", "basenormalize"))
         slots.append(DeltaSlot(model=delta.model.to(model.device), tokenizer=delta.tokenizer,
                                alpha=check_alpha(getattr(delta_config, "alpha", 1.0) if alpha is None else alpha,
                                                  f"alpha of delta {delta_name}"),
                                token_map=token_map, user_rows=user_rows, fill=config.fill,
+                               extension_penalty=config.extension_penalty,
                                sync="same" if token_map is None else config.sync,
                                chat_template=getattr(delta_config, "chat_template", None), name=delta_name))
+    if chat_template is None and slots and all(s.chat_template == PLAIN_CHAT_TEMPLATE for s in slots):
+        chat_template = PLAIN_CHAT_TEMPLATE  # deltas trained in the plain format: the user model reads it too
     if config.rule is None and len(rules) > 1:
         raise ValueError(f"the deltas were trained with different rules {sorted(rules)}; pass rule= explicitly")
     return Steered(model, tokenizer, slots, config.rule or (rules.pop() if rules else "basenormalize"), chat_template)

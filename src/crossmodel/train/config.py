@@ -26,9 +26,13 @@ RETAIN_LOSS_NAMES = ("ce", "kl")
 CACHE_DTYPE_NAMES, TEMPLATE_DTYPE_NAMES = ("float16", "bfloat16", "float32"), ("float32", "bfloat16")
 TEMPLATE_SHARD_NAMES = ("auto", "replicate", "fsdp", "zero3")  # distributed.SHARDINGS
 DELTA_INIT_NAMES = ("random", "template")
-AUTO_KEYS = ("epochs", "save_every", "delta_init", "delta_zero_start")  # unset = resolved by `TrainConfig.resolved`
+PROMPT_FORMAT_NAMES = ("plain", "own")  # models.prompt: PLAIN_CHAT_TEMPLATE | the template's chat template
+AUTO_KEYS = ("epochs", "save_every", "delta_init", "delta_zero_start", "delta_lm_weight")  # unset = `resolved`
 # What a resolved config saved before the delta's start became auto (2026-12-02) meant by None or a missing key
 RESOLVED_BEFORE_AUTO = {"delta_init": "random", "delta_zero_start": False}
+# What a config saved before a key existed meant by its absence (the prompt format: the template's own until 2026-12-08)
+MISSING_BEFORE = {"prompt_format": "own"}
+LM_TASKS = ("sft", "idk")  # tasks whose forget-side targets are fitted by CE: auto delta_lm_weight 1 there
 AUTO_SAVE_MIN = 5  # auto checkpoints: a tenth of the run, no more often than every 5 steps (~200 MB each
 # for the default delta at SmolLM2's vocabulary)
 UNLEARN_EPOCHS = 5  # TOFU (Maini et al. 2024, §4): every unlearning method runs 5 epochs
@@ -51,9 +55,13 @@ class TrainConfig:
     out: str = _help("run directory: checkpoint/, template_cache/, train_log.json, loss_curve.png, delta/", "")
     retain: str | None = _help("retain set for grad_diff / kl (optional for idk / npo)", None)
     data_format: str = _help(f"record format of data and retain: {' | '.join(FORMAT_NAMES)}", "tofu")
+    prompt_format: str = _help("the text the template and the delta read: plain = 'Question: …\\nAnswer: …' (the "
+                               "BOS where the tokenizer wants one), a format every model reads — base or instruct, "
+                               "any family — so steering other models stays fluent (docs/TRAINING.md) | own = the "
+                               "template's chat template (plain when it has none)", "plain")
     limit: int | None = _help("train on the first N records of data only (unset = all)", None)
     task: str = _help(f"loss: {' | '.join(TASK_NAMES)}", "sft")
-    rule: str = _help(f"combination rule (DESIGN.md §1): {' | '.join(RULE_NAMES)}", "basenormalize")
+    rule: str = _help(f"combination rule (docs/STEERING.md): {' | '.join(RULE_NAMES)}", "basenormalize")
     alpha: float = _help("delta strength in the combination", 1.0)
     delta_layers: int = _help("delta transformer layers", 4)
     delta_d_model: int = _help("delta hidden width", 256)
@@ -91,10 +99,12 @@ class TrainConfig:
     sft_kl_weight: float = _help("sft: weight of KL(template ‖ combined) on the training answers, added to the CE; "
                                  "keeps the combined model near the template wherever the data does not pull it "
                                  "(against memorising a small instruction set)", 0.0)
-    delta_lm_weight: float = _help("weight of the delta's own next-token CE (its logits alone, without the "
-                                   "template), added wherever the loss fits targets by CE (sft data, idk refusals, "
-                                   "CE retain terms); > 0 makes the delta a language model by itself, which keeps "
-                                   "steering across vocabularies from repeating word pieces", 0.0)
+    delta_lm_weight: float | None = _help("weight of the delta's own next-token CE (its logits alone, without the "
+                                          "template), added wherever the loss fits targets by CE (sft data, idk "
+                                          "refusals, CE retain terms); > 0 makes the delta a language model by "
+                                          "itself, which keeps steering across vocabularies from looping; unset = "
+                                          "auto: 1 for sft and idk, except when the delta starts at zero (alpaca "
+                                          "instruction data), 0 elsewhere", None)
     chunk_size: int = _help("loss positions per chunk of the memory-safe loss", 256)
     dtype: str = _help(f"the frozen template's dtype: {' | '.join(TEMPLATE_DTYPE_NAMES)} (the delta stays "
                        "float32)", "float32")
@@ -120,6 +130,7 @@ class TrainConfig:
         _choice("dtype", self.dtype, TEMPLATE_DTYPE_NAMES)
         _choice("template_shard", self.template_shard, TEMPLATE_SHARD_NAMES)
         _choice("retain_loss", self.retain_loss, RETAIN_LOSS_NAMES)
+        _choice("prompt_format", self.prompt_format, PROMPT_FORMAT_NAMES)
         if self.delta_init is not None:
             _choice("delta_init", self.delta_init, DELTA_INIT_NAMES)
         for name in ("delta_layers", "delta_d_model", "delta_heads", "epochs", "min_steps", "batch_size",
@@ -149,8 +160,9 @@ class TrainConfig:
         return math.ceil(math.ceil(n_examples / self.batch_size) / self.grad_accum)
 
     def resolved(self, n_examples: int) -> "TrainConfig":
-        """This config with the AUTO_KEYS filled in for a data set of `n_examples`: epochs, save_every, and the delta's
-        start (template geometry and zero logits for sft on alpaca instruction data: docs/TRAINING.md)."""
+        """This config with the AUTO_KEYS filled in for a data set of `n_examples`: epochs, save_every, the delta's
+        start (template geometry and zero logits for sft on alpaca instruction data: docs/TRAINING.md) and the weight
+        of its own language-model loss."""
         per_epoch = self.steps_per_epoch(n_examples)
         epochs = self.epochs
         if epochs is None:
@@ -159,8 +171,11 @@ class TrainConfig:
         instruct = self.task == "sft" and self.data_format == "alpaca"
         delta_init = self.delta_init or ("template" if instruct else "random")
         zero_start = instruct if self.delta_zero_start is None else self.delta_zero_start
+        lm_weight = self.delta_lm_weight
+        if lm_weight is None:  # a delta that starts at zero is meant to start from the template's distribution
+            lm_weight = 1.0 if self.task in LM_TASKS and not zero_start else 0.0
         return dataclasses.replace(self, epochs=epochs, save_every=save_every, delta_init=delta_init,
-                                   delta_zero_start=zero_start)
+                                   delta_zero_start=zero_start, delta_lm_weight=lm_weight)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
@@ -189,7 +204,7 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
     def value(config: dict[str, Any], key: str) -> Any:
-        found = config.get(key, defaults.get(key))
+        found = config[key] if key in config else MISSING_BEFORE.get(key, defaults.get(key))
         return RESOLVED_BEFORE_AUTO.get(key) if found is None else found
 
     return [f"{k} {value(old, k)!r} → {value(new, k)!r}" for k in sorted({*old, *new})

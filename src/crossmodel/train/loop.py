@@ -225,7 +225,8 @@ def _plan(cfg: TrainConfig, auto: list[str], n: int, log: Log, processes: Proces
     save = f"every {cfg.save_every} step(s)" if cfg.save_every else "none (not resumable)"
     start = f"{cfg.delta_init} embeddings" + (", zero logits" if cfg.delta_zero_start else "")
     log(f"{cfg.task}: {n} examples, {cfg.epochs} epochs × {per_epoch} steps = {cfg.epochs * per_epoch} optimizer "
-        f"steps, lr {cfg.lr:g}, checkpoints {save}, delta start: {start}{note}")
+        f"steps, lr {cfg.lr:g}, checkpoints {save}, delta start: {start}, delta LM weight {cfg.delta_lm_weight:g}, "
+        f"prompt format {cfg.prompt_format}{note}")
     if cfg.task in LOSS_NOTES:
         log(LOSS_NOTES[cfg.task])
     if processes.distributed:

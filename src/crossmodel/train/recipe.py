@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from crossmodel.io import atomic_write_bytes
 from crossmodel.models.batch import pad_id
-from crossmodel.models.prompt import chat_template_of
+from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE, chat_template_of
 from crossmodel.steer import CONFIG_NAME, DeltaModel
 from crossmodel.train.checkpoint import check_resumable, read_state
 from crossmodel.train.config import TrainConfig, config_changes
@@ -121,7 +121,8 @@ def run_training(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = Fa
         if not overwrite:
             raise FileExistsError(f"{out} holds a finished run with other settings, data or template; choose "
                                   "another --out or pass --overwrite")
-    tokenizer, chat_template = template.tokenizer, chat_template_of(template.tokenizer)
+    tokenizer = template.tokenizer
+    chat_template = PLAIN_CHAT_TEMPLATE if cfg.prompt_format == "plain" else chat_template_of(tokenizer)
     data = encode_examples(examples, tokenizer, chat_template, cfg.max_length)
     retain_enc = encode_examples(retain, tokenizer, chat_template, cfg.max_length) if retain else None
     delta = DeltaModel.create(template, layers=cfg.delta_layers, d_model=cfg.delta_d_model, heads=cfg.delta_heads,

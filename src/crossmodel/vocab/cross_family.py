@@ -102,3 +102,17 @@ def build_normalized_map(user: Vocabulary, delta: Vocabulary, *, user_rows: int 
     ids, match, distance = build_normalized_arrays(user, delta, fallback)
     return TokenMap.from_arrays(user, delta, "normalized", ids, match, distance=distance, user_rows=user_rows,
                                 delta_rows=delta_rows, options={"fallback": fallback})
+
+
+def extension_rows(user: Vocabulary, delta: Vocabulary, ids: np.ndarray, match: np.ndarray) -> np.ndarray:
+    """uint8 per user row: 1 where the row is a prefix match whose user token's text is longer than the text of the
+    delta token it maps to (user "ovana" -> delta "ovan"): the delta's logit for its token is only an upper bound on
+    the longer token, which needs more text than the delta predicted."""
+    user_forms, delta_forms = byte_forms(user).forms, byte_forms(delta).forms
+    out = np.zeros(len(ids), dtype=np.uint8)
+    for row in np.flatnonzero((np.asarray(ids) >= 0) & (np.asarray(match) == 0)):
+        target = int(ids[row])
+        if row < len(user_forms) and target < len(delta_forms):
+            mine, theirs = user_forms[row], delta_forms[target]
+            out[row] = mine is not None and theirs is not None and len(mine) > len(theirs)
+    return out

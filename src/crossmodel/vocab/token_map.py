@@ -26,7 +26,7 @@ META_FILE = "token_map.json"
 REDUCTIONS = ("max", "logsumexp", "weighted_sum")
 _META_KEYS = {"schema_version", "crossmodel_version", "mode", "options", "user_fingerprint", "delta_fingerprint",
               "user_rows", "delta_rows", "user_size", "delta_size", "user_source", "delta_source", "coverage"}
-_OPTIONAL_TENSORS = ("distance", "indptr", "indices", "weights")
+_OPTIONAL_TENSORS = ("distance", "extends", "indptr", "indices", "weights")
 
 
 def _version() -> str:
@@ -64,6 +64,7 @@ class TokenMap:
     delta_rows: int
     options: dict[str, Any] = field(default_factory=dict)
     distance: torch.Tensor | None = None  # int64 [user_rows], −1 = unmapped
+    extends: torch.Tensor | None = None  # uint8 [user_rows], 1 = the user token's text is longer than its delta token's
     indptr: torch.Tensor | None = None  # one-to-many CSR: int64 [user_rows + 1]
     indices: torch.Tensor | None = None  # int64 [nnz] delta ids
     weights: torch.Tensor | None = None  # float32 [nnz]
@@ -112,7 +113,19 @@ class TokenMap:
         user, delta = load_vocabulary(user), load_vocabulary(delta)
         _check_rows(user, user_rows, "user")
         _check_rows(delta, delta_rows, "delta")
-        return MAPPERS[mode](user, delta, user_rows=user_rows, delta_rows=delta_rows, **options)
+        tmap = MAPPERS[mode](user, delta, user_rows=user_rows, delta_rows=delta_rows, **options)
+        return tmap.with_extensions(user, delta)
+
+    def with_extensions(self, user: Any, delta: Any) -> TokenMap:
+        """This map with `extends` filled from the two tokenizers (one-to-one maps; a no-op when known already).
+
+        Maps saved before `extends` existed get it here, from the tokenizers the steering code has at hand."""
+        if self.extends is None and self.indptr is None:
+            from crossmodel.vocab.cross_family import extension_rows  # cross_family builds TokenMaps: a cycle
+
+            self.extends = torch.from_numpy(extension_rows(load_vocabulary(user), load_vocabulary(delta),
+                                                           self.ids.numpy(), self.match.numpy()))
+        return self
 
     @classmethod
     def identity(cls, vocab: Any, rows: int | None = None, delta_rows: int | None = None) -> TokenMap:
@@ -165,11 +178,13 @@ class TokenMap:
         padded = self._padded()
         return padded["_idx"], padded["_wts"]
 
-    def gather(self, delta_logits: torch.Tensor, fill: float = 0.0, reduce: str | None = None) -> torch.Tensor:
+    def gather(self, delta_logits: torch.Tensor, fill: float = 0.0, reduce: str | None = None,
+               extension_penalty: float = 0.0) -> torch.Tensor:
         """Delta logits (..., delta_rows) -> logits in the user's vocabulary (..., user_rows); unmapped rows = fill.
 
-        One-to-many maps reduce their delta tokens with `reduce` (default: the map's own option) over
-        max / logsumexp / weighted_sum (weighted_sum expects finite logits).
+        Rows whose user token extends past its delta token (`extends`) get the delta token's logit minus
+        `extension_penalty` (0: the reference's plain copy). One-to-many maps reduce their delta tokens with `reduce`
+        (default: the map's own option) over max / logsumexp / weighted_sum (weighted_sum expects finite logits).
         """
         if delta_logits.shape[-1] != self.delta_rows:
             raise ValueError(f"delta logits have {delta_logits.shape[-1]} rows in the last dimension but this token "
@@ -179,6 +194,8 @@ class TokenMap:
             return self._gather_many(delta_logits, fill, reduce or self.options.get("reduce", "max"))
         device = delta_logits.device
         out = delta_logits.index_select(-1, self._on("_ids_clamped", device))  # (..., user_rows)
+        if extension_penalty and self.extends is not None:
+            out.sub_(self._on("extends", device, out.dtype), alpha=extension_penalty)  # (user_rows,) broadcast
         unmapped = self._on("_unmapped", device)
         return out.index_fill_(-1, unmapped, fill) if len(unmapped) else out  # 0 in the reference
 
@@ -206,6 +223,8 @@ class TokenMap:
         stats = {"rows": self.user_rows, "tokenizer_rows": in_vocab, "mapped": int(mapped.sum()),
                  "exact": int((match[:in_vocab] == 1).sum()), "prefix": int((mapped & (match[:in_vocab] == 0)).sum()),
                  "unmapped": int((~mapped).sum()), "padding_rows": self.user_rows - in_vocab}
+        if self.extends is not None:
+            stats["extends"] = int(self.extends.numpy()[:in_vocab].sum())
         if self.distance is not None:
             dist = self.distance.numpy()[:in_vocab]
             values, counts = np.unique(dist[mapped & (match[:in_vocab] == 0)], return_counts=True)
