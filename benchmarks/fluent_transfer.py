@@ -72,7 +72,7 @@ def gated_combination(state: dict, extends: torch.Tensor | None, exact: torch.Te
 def main() -> None:
     args = _args()
     torch.set_num_threads(1)
-    facts = json.loads(open(args.facts).read())
+    facts = [json.loads(line) for line in open(args.facts, encoding="utf-8") if line.strip()]  # JSON lines
     questions, answers = [f["question"] for f in facts], [f["answer"] for f in facts]
     user, delta = load_model(args.model), DeltaModel.load(args.delta)
     if args.plain:

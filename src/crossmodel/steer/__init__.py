@@ -9,6 +9,6 @@ from crossmodel.steer.sync import FullReencodeFeed, ReencodeFeed, TokenFeed
 from crossmodel.steer.transplant import transplant, transplant_weights
 
 __all__ = ["CMCLogitsProcessor", "COMBINE_RULES", "CONFIG_NAME", "DeltaConfig", "DeltaModel", "DeltaSlot",
-           "DeltaSpec", "EXTENSION_PENALTY", "FullReencodeFeed", "ReencodeFeed", "SteerConfig", "Steered", "TokenFeed", "combine",
-           "combine_deltas", "delta_entries", "get_rule", "low_rank_embeddings", "steer", "steered_tokens",
+           "DeltaSpec", "EXTENSION_PENALTY", "FullReencodeFeed", "ReencodeFeed", "SteerConfig", "Steered", "TokenFeed",
+           "combine", "combine_deltas", "delta_entries", "get_rule", "low_rank_embeddings", "steer", "steered_tokens",
            "token_map_for", "token_picker", "transplant", "transplant_weights", "vocab_fingerprint"]
