@@ -9,12 +9,16 @@ same items, paired). A delta of another vocabulary is applied through a `normali
 for such a delta a second table splits the gap at the positions where the user's token starts at one of the delta's
 token boundaries and where it starts inside a delta token. `--oracle BASE TUNED` adds the row "user model + the
 fine-tune's own shift" (e.g. the template's LoRA fine-tune minus the template): what a delta next to BASE that
-learned that fine-tune's shift exactly would transfer.
+learned that fine-tune's shift exactly would transfer. `--restrict` adds oracle rows with the shift s = z_tuned −
+z_base restricted (issue 26, "why the shift does not cross families"): `support` keeps s only on the tokens of the
+tuned model's top-p 0.9 nucleus (where the fine-tune was trained to put probability), `clip` floors s at −2 nats,
+`positive` keeps only boosts (s ≥ 0), `top20` keeps the 20 largest entries of s per position; elsewhere s = 0.
+Across vocabularies the nucleus is taken over the mapped rows (a row per user token), an approximation.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/instruct_heldout.py D1/delta D2/delta --records 400 \
         --heldout-items 200 --test-items 200:300
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/instruct_heldout.py --model smollm2-135m-instruct \
-        --oracle gemma-3-270m RUN/finetuned/gemma-3-270m --test-items 200:300
+        --oracle gemma-3-270m RUN/finetuned/gemma-3-270m --test-items 200:300 --restrict support,clip,positive,top20
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from pathlib import Path
 
 import torch
 
+import crossmodel.steer.score as score_module
 from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
-from crossmodel.steer import DeltaConfig, DeltaModel, DeltaSpec, steer, token_map_for
+from crossmodel.steer import DeltaConfig, DeltaModel, DeltaSpec, combine_deltas, steer, token_map_for
 
 from replicate_instruct import SHARED, _cut_answer
 from replication import log, machine, paired_nll_gap
@@ -38,6 +43,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("deltas", nargs="*", type=Path, help="delta folders (none: vanilla only)")
     p.add_argument("--model", default="gemma-3-270m")
     p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--restrict", type=lambda s: [k for k in s.split(",") if k], default=[],
+                   help=f"with --oracle: restricted shifts to add as rows, comma-separated: {','.join(RESTRICTIONS)}")
     p.add_argument("--oracle", nargs=2, metavar=("BASE", "TUNED"), default=None,
                    help="one more row: the user model plus a fine-tune's own shift, TUNED - BASE (e.g. a template "
                         "and its LoRA fine-tune), through a map when their vocabulary is another: what a delta that "
@@ -53,6 +60,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    unknown = [k for k in args.restrict if k not in RESTRICTIONS]
+    if unknown or (args.restrict and not args.oracle):
+        p.error(f"--restrict {','.join(args.restrict)}: restrictions of the --oracle shift, from {','.join(RESTRICTIONS)}")
     for flag in ("dev_items", "heldout_items"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1")
@@ -73,6 +83,33 @@ def shift_as_deltas(base: str, tuned: str, alpha: float) -> list[tuple[DeltaMode
         config = DeltaConfig(template=base, vocab_fingerprint=loaded.fingerprint, task="oracle")
         out.append((DeltaModel(loaded.model, loaded.tokenizer, config), sign * alpha))
     return out
+
+
+RESTRICTIONS = ("support", "clip", "positive", "top20")
+NUCLEUS, CLIP, TOP_K = 0.9, -2.0, 20
+
+
+def restricted_shift(kind: str):
+    """A `combine_deltas` for the oracle's two deltas (TUNED at +α, BASE at −α): log_softmax(z_user) + s with the
+    shift s = α (z_tuned − z_base) restricted by `kind` (RESTRICTIONS)."""
+    def combine(user_logits, deltas, alphas, rule):
+        tuned, base = deltas[0].float(), deltas[1].float()  # (..., V_user) each
+        shift = alphas[0] * (tuned - base)
+        if kind == "support":
+            probs = torch.softmax(tuned, dim=-1)
+            ordered = probs.sort(dim=-1, descending=True).values
+            inside = (ordered.cumsum(-1) - ordered) < NUCLEUS  # the nucleus, in sorted order
+            floor = ordered.masked_fill(~inside, float("inf")).amin(-1, keepdim=True)  # smallest probability in it
+            shift = torch.where(probs >= floor, shift, torch.zeros_like(shift))
+        elif kind == "clip":
+            shift = shift.clamp(min=CLIP)
+        elif kind == "positive":
+            shift = shift.clamp(min=0.0)
+        elif kind == "top20":
+            kth = shift.topk(TOP_K, dim=-1).values[..., -1:]
+            shift = torch.where(shift >= kth, shift, torch.zeros_like(shift))
+        return torch.log_softmax(user_logits.float(), dim=-1) + shift
+    return combine
 
 
 def token_logprobs(steered, items: list[dict], args: argparse.Namespace) -> list[tuple[list[int], list[float]]]:
@@ -140,11 +177,15 @@ def main() -> None:
     loaded = [(str(d), DeltaModel.load(d)) for d in args.deltas]  # another vocabulary: a normalized map on the fly
     rows = [("vanilla", [])] + [(name, [DeltaSpec(delta, alpha=args.alpha, token_map=token_map_for(user, delta))])
                                 for name, delta in loaded]
+    restrictions = {}
     if args.oracle:
         pair = shift_as_deltas(*args.oracle, args.alpha)
         token_map = token_map_for(user, pair[0][0])  # one map: TUNED and BASE share a vocabulary (steer checks it)
-        rows.append((f"oracle shift: {args.oracle[1]} - {args.oracle[0]}",
-                     [DeltaSpec(d, a, token_map) for d, a in pair]))
+        oracle = f"oracle shift: {args.oracle[1]} - {args.oracle[0]}"
+        for kind in ["", *args.restrict]:
+            name = f"{oracle}, {kind}" if kind else oracle
+            rows.append((name, [DeltaSpec(d, a, token_map) for d, a in pair]))
+            restrictions[name] = kind
     test_head = f" test NLL ({args.test_items}) | test gap ± s.e. |" if test else ""
     print(f"| row | dev NLL | dev gap to vanilla ± s.e. | held-out NLL | held-out gap ± s.e. |{test_head} held-out, seen "
           "tokens | held-out, unseen tokens | unseen share | s |")
@@ -152,7 +193,10 @@ def main() -> None:
     vanilla, splits = None, []
     for name, deltas in rows:
         start = time.time()
-        steered = steer(user, deltas=deltas, chat_template=PLAIN_CHAT_TEMPLATE)  # instruct models too
+        # instruct models read the plain format too; the oracle's shift cancels any extension penalty, so none
+        steered = steer(user, deltas=deltas, chat_template=PLAIN_CHAT_TEMPLATE,
+                        **({"extension_penalty": 0.0} if name in restrictions else {}))
+        score_module.combine_deltas = restricted_shift(restrictions[name]) if restrictions.get(name) else combine_deltas
         scored = [token_logprobs(steered, items, args) for items in (dev, held, test)]
         vanilla = vanilla or scored
         d, h = summary(scored[0], seen), summary(scored[1], seen)
