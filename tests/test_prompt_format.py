@@ -75,3 +75,24 @@ def test_gemma_reads_its_bos_in_every_stage():
     assert row == ids[:len(row)]
     logp = steer(gemma).score(["What is the capital of France?"], [" Paris"], chat=True)[0]
     assert logp.sum().exp() > 0.1  # with its BOS, Gemma knows; without it, it answers "1 1 1 1"
+
+
+def test_a_scored_answer_starts_with_the_formats_separator(base):
+    """The plain format writes "Answer: …" (a space before the answer), ChatML "assistant\\n…" (nothing): the qa /
+    nll suites and calibrate score a reference after that separator, as the format (and training) writes it."""
+    from crossmodel.eval.data import QAItem
+    from crossmodel.eval.qa import score_items
+    from crossmodel.models.prompt import answer_prefix
+
+    chatml = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    assert answer_prefix(base.tokenizer) == answer_prefix(base.tokenizer, PLAIN_CHAT_TEMPLATE) == " "
+    assert answer_prefix(base.tokenizer, chatml) == ""
+    plain = PlainModel(base.model, base.tokenizer)
+    record = score_items(plain, [QAItem("Where was Ann born?", "Ann was born in Oslo.")], chat=True,
+                         max_new_tokens=None)[0]
+    spaced = plain.score(["Where was Ann born?"], [" Ann was born in Oslo."], chat=True)[0]
+    assert record["tokens"] == spaced.numel() and record["nll_sum"] == pytest.approx(float(-spaced.double().sum()))
+    steered = steer(base, deltas=[])
+    assert score_items(steered, [QAItem("Where was Ann born?", "Ann was born in Oslo.")], chat=True,
+                       max_new_tokens=None)[0]["nll_sum"] == pytest.approx(record["nll_sum"], abs=1e-4)

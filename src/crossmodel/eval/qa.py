@@ -14,12 +14,18 @@ from typing import Any
 from crossmodel.eval import metrics, resume
 from crossmodel.eval.data import QAItem
 from crossmodel.eval.scorer import Evaluable
+from crossmodel.models.prompt import answer_prefix
 
 
 def score_items(model: Evaluable, items: list[QAItem], chat: bool, max_new_tokens: int | None) -> list[dict]:
     """One record per item: the reference's NLL (mean over its tokens), its summed NLL and token count, and with
-    `max_new_tokens` the greedy answer with its ROUGE-L recall and F1 (what `--suite qa` / `nll` store)."""
-    logprobs = model.score([it.prompt for it in items], [it.reference for it in items], chat=chat)
+    `max_new_tokens` the greedy answer with its ROUGE-L recall and F1 (what `--suite qa` / `nll` store).
+
+    With `chat` the reference is scored as the prompt format writes an answer: after the format's separator (the
+    space of the plain format's "Answer: …"; nothing after ChatML's "assistant\n")."""
+    tokenizer = getattr(model, "tokenizer", None)
+    prefix = answer_prefix(tokenizer, getattr(model, "chat_template", None)) if chat and tokenizer else ""
+    logprobs = model.score([it.prompt for it in items], [prefix + it.reference for it in items], chat=chat)
     records = [{"prompt": it.prompt, "reference": it.reference, "nll": metrics.mean_nll(lp),
                 "nll_sum": float(-lp.double().sum()), "tokens": int(lp.numel())} for it, lp in zip(items, logprobs)]
     if max_new_tokens is not None:

@@ -54,6 +54,19 @@ def render(tokenizer: Any, messages: list[dict], chat_template: str | None = Non
     return with_bos(tokenizer, text)
 
 
+def answer_prefix(tokenizer: Any, chat_template: str | None = None) -> str:
+    """The text a chat template puts between the assistant's cue and the answer itself: " " in the plain format
+    ("Answer: …"), "" in ChatML ("<|im_start|>assistant\n…"). A scored reference answer starts with it, so that it
+    is read as the format writes it."""
+    mark = "\x00answer\x00"
+    messages = [{"role": "user", "content": "q"}]
+    cue = render(tokenizer, messages, chat_template, generation_prompt=True)
+    full = render(tokenizer, messages + [{"role": "assistant", "content": mark}], chat_template, generation_prompt=False)
+    if not full.startswith(cue) or mark not in full[len(cue):]:
+        return ""  # a template that rewrites earlier turns once an answer follows: no separator to read off
+    return full[len(cue): full.index(mark, len(cue))]
+
+
 def chat_prompt(tokenizer: Any, prompt: str | list[dict], chat_template: str | None = None, *,
                 system: str | None = None) -> str:
     """`prompt` (one user turn, or a list of {role, content} messages) rendered with the assistant's cue."""
