@@ -29,6 +29,7 @@ from crossmodel.eval.answerers import STOP
 from crossmodel.eval.metrics import degenerate, rouge_l_recall
 from crossmodel.models import PLAIN_CHAT_TEMPLATE, load_model
 from crossmodel.steer import DeltaModel, steer, token_map_for
+from crossmodel.vocab import TokenMap
 
 VARIANTS = {
     "a1": {"alpha": 1.0}, "a05": {"alpha": 0.5}, "a03": {"alpha": 0.3}, "a0": {"alpha": 0.0},
@@ -45,8 +46,11 @@ def _args() -> argparse.Namespace:
     p.add_argument("--model", default="gemma-3-270m")
     p.add_argument("--variants", default="a1")
     p.add_argument("--plain", action="store_true", help="the user model reads the plain format (else: auto)")
+    p.add_argument("--own", action="store_true", help="the user model reads its own chat template whatever the delta's")
     p.add_argument("--nll", action="store_true", help="teacher-forced answer NLL instead of generation")
     p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--map-mode", default="normalized", help="normalized | first-piece (one-to-many, one piece: the "
+                                                              "delta piece that starts each user token's text)")
     return p.parse_args()
 
 
@@ -78,18 +82,21 @@ def main() -> None:
     if args.plain:
         user.tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
     token_map = token_map_for(user, delta)
+    if token_map is not None and args.map_mode == "first-piece":
+        token_map = TokenMap.build(user.tokenizer, delta.tokenizer, mode="one-to-many", max_pieces=1,
+                                   user_rows=token_map.user_rows, delta_rows=token_map.delta_rows)
     if token_map is not None:
-        token_map.with_extensions(user.tokenizer, delta.tokenizer)
+        token_map.with_extensions(user.tokenizer, delta.tokenizer)  # none for a one-to-many map
     state: dict = {}
-    combine = gated_combination(state, token_map.extends if token_map is not None else None,
-                                token_map.match if token_map is not None else None)
+    combine = gated_combination(state, getattr(token_map, "extends", None), getattr(token_map, "match", None))
     for module in (generate_module, steered_module, score_module):  # every path that combines
         module.combine_deltas = combine
     for name in args.variants.split(","):
         variant = VARIANTS[name]
         state["variant"] = variant
         steered = steer(user, deltas=[(delta, variant.get("alpha", 1.0), token_map)],
-                        extension_penalty=variant.get("penalty", 0.0))
+                        extension_penalty=variant.get("penalty", 0.0),
+                        chat_template=user.tokenizer.chat_template if args.own else None)
         start = time.time()
         if args.nll:
             space = " " if steered.chat_template == PLAIN_CHAT_TEMPLATE or not user.tokenizer.chat_template else ""

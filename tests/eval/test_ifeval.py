@@ -292,8 +292,16 @@ def test_plain_prompt_format_reaches_every_variant_of_an_instruct_model(tmp_path
 
     assert all("<|bot|>" in text and "Answer:" not in text for text in prompts("own").values())
     assert all(text.endswith("Question: Hi there\nAnswer:") for text in prompts("plain").values())
-    # auto: the plain format exactly when the delta was trained in it (crossmodel train's default)
-    assert prompts("auto") == prompts("own") and prompts("auto", plain_delta) == prompts("plain", plain_delta)
+    # auto: the model's own format here, as the delta is of another vocabulary and reads its own format anyway
+    assert prompts("auto") == prompts("own") and prompts("auto", plain_delta) == prompts("own", plain_delta)
+    # ... and the plain format for a plain-format delta in the model's own vocabulary (it reads the user's tokens)
+    from crossmodel.eval.runner import resolve_prompt_format
+
+    assert resolve_prompt_format("auto", [str(plain_delta)]) == "plain"
+    assert resolve_prompt_format("auto", [str(plain_delta)], ["-"]) == "plain"
+    assert resolve_prompt_format("auto", [str(plain_delta)], [str(saved / "map")]) == "own"
+    assert resolve_prompt_format("auto", [str(saved / "delta")]) == "own"
+    assert resolve_prompt_format("own", [str(plain_delta)]) == "own" and resolve_prompt_format("auto", []) == "own"
     with pytest.raises(ValueError, match="prompt_format='chatml'; choose one of auto, own, plain"):
         EvalConfig(model="m", suite="ifeval", data=("x",), out="o", prompt_format="chatml")
 

@@ -21,7 +21,7 @@ Chat = Annotated[bool, typer.Option(
          "base model (BOS included); --no-chat continues the raw text")]
 PromptFormat = Annotated[str, typer.Option(
     help="the user model's prompts: auto = plain when every delta was trained in the plain format (crossmodel "
-         "train's default), else own | own = its chat template (the plain format when it has none) | plain = the "
+         "train's default) and is in the model's own vocabulary, else own | own = its chat template (the plain format when it has none) | plain = the "
          "plain 'Question: …\\nAnswer:' format even for an instruct model, so that it reads the same text as a delta "
          "trained in that format")]
 Calibration = Annotated[Optional[str], typer.Option(

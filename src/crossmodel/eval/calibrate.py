@@ -227,7 +227,8 @@ def measure_grid(config: CalibrateConfig, log: Callable[[str], None] = print) ->
 
     items = load_qa(config.data, config.format, config.limit)
     retain = load_qa(config.retain, config.format, config.limit) if config.retain else None
-    loaded = load_user(config.model, config.dtype, config.prompt_format, (config.delta,))
+    maps = () if config.token_map is None else (config.token_map,)
+    loaded = load_user(config.model, config.dtype, config.prompt_format, (config.delta,), maps)
     delta = DeltaModel.load(config.delta)
     token_map = None if config.token_map in (None, "", "-") else TokenMap.load(config.token_map)
     template = chat_template_of(loaded.tokenizer)  # base models read the plain format, as in `eval`
@@ -266,7 +267,8 @@ def run_calibration(config: CalibrateConfig, log: Callable[[str], None] = print)
     is touched). Model, delta, map and data are fingerprinted before the model loads, so a missing file fails fast.
     """
     # the format actually read is what the calibration records ("auto" resolved against the delta)
-    config = replace(config, prompt_format=resolve_prompt_format(config.prompt_format, (config.delta,)))
+    maps = () if config.token_map is None else (config.token_map,)
+    config = replace(config, prompt_format=resolve_prompt_format(config.prompt_format, (config.delta,), maps))
     if 0.0 not in config.alphas:
         log("calibrate: α = 0 added to the grid (the model alone, which every α is compared with)")
     found = fingerprints(config.model, config.delta, config.token_map)

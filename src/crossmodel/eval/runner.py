@@ -48,7 +48,8 @@ class EvalConfig:
     max_new_tokens: int | None = None
     chat: bool = True
     prompt_format: str = field(default="auto", metadata={"help": "auto (plain when every delta was trained in the "
-                                                                 "plain format, else own) | own | plain"})
+                                                                 "plain format and needs no map, else own) | own | "
+                                                                 "plain"})
     batch_size: int = 4
     forget: str = "forget10"
     splits: tuple[str, ...] = tuple(TOFU_SPLITS)
@@ -98,24 +99,28 @@ class EvalConfig:
         return self.max_new_tokens or DEFAULT_NEW_TOKENS.get(self.suite, 128)
 
 
-def resolve_prompt_format(prompt_format: str, deltas: tuple[str, ...] | list[str]) -> str:
-    """"own" or "plain": `auto` is plain when every delta was trained in the plain format (so the user model reads
-    the same text as its deltas, plain and steered variants alike), else the model's own chat template."""
+def resolve_prompt_format(prompt_format: str, deltas: tuple[str, ...] | list[str],
+                          maps: tuple[str, ...] | list[str] = ()) -> str:
+    """"own" or "plain": `auto` is plain when every delta was trained in the plain format and is in the model's own
+    vocabulary (no map: it reads the user's tokens, so the user reads its format, plain and steered variants alike),
+    else the model's own chat template (a delta of another vocabulary reads its own format)."""
     if prompt_format != "auto":
         return prompt_format
     from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
     from crossmodel.steer.delta import trained_chat_template
 
-    plain = bool(deltas) and all(trained_chat_template(d) == PLAIN_CHAT_TEMPLATE for d in deltas)
+    same_vocabulary = all(m in ("", "-") for m in maps)
+    plain = bool(deltas) and same_vocabulary and all(trained_chat_template(d) == PLAIN_CHAT_TEMPLATE for d in deltas)
     return "plain" if plain else "own"
 
 
-def load_user(model: str, dtype: str = "float32", prompt_format: str = "own", deltas: tuple[str, ...] = ()) -> Any:
+def load_user(model: str, dtype: str = "float32", prompt_format: str = "own", deltas: tuple[str, ...] = (),
+              maps: tuple[str, ...] = ()) -> Any:
     """The user model (a LoadedModel) as every variant reads it: `prompt_format="plain"` gives it the plain
     'Question: …\nAnswer:' format even when it has a chat template of its own ("auto": `resolve_prompt_format`)."""
     from crossmodel.models import load_model
 
-    prompt_format = resolve_prompt_format(prompt_format, deltas)
+    prompt_format = resolve_prompt_format(prompt_format, deltas, maps)
     loaded = load_model(model, dtype=dtype)
     if prompt_format == "plain":  # every variant reads it, as deltas trained in that format did
         from crossmodel.models.prompt import PLAIN_CHAT_TEMPLATE
@@ -129,7 +134,7 @@ def load_variants(config: EvalConfig, alphas: tuple[float, ...] | None = None) -
     default `config.alphas`)."""
     from crossmodel.eval.scorer import PlainModel
 
-    loaded = load_user(config.model, config.dtype, config.prompt_format, config.deltas)
+    loaded = load_user(config.model, config.dtype, config.prompt_format, config.deltas, config.maps)
     variants: dict[str, Any] = {}
     if config.baseline or not config.deltas:
         variants["base"] = PlainModel(loaded.model, loaded.tokenizer, batch_size=config.batch_size)

@@ -282,8 +282,8 @@ def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *,
 
     `user_model` is a LoadedModel (or anything with .model/.tokenizer) or an HF model with `tokenizer` given.
     alpha None takes the delta's default; rule None takes the deltas' own (they must agree). `chat_template`
-    replaces the user tokenizer's own for chat=True; None: the plain format when every delta was trained in it (so
-    user and deltas read the same text), else the tokenizer's own. `extension_penalty` is taken off user tokens
+    replaces the user tokenizer's own for chat=True; None: the plain format when every delta was trained in it and
+    reads the user's own tokens (same vocabulary: both then read the same text), else the tokenizer's own. `extension_penalty` is taken off user tokens
     whose text extends past the delta token they map to (0: the CMC reference's plain copy).
     """
     config = SteerConfig(rule=rule, fill=fill, sync=sync, extension_penalty=extension_penalty)
@@ -313,8 +313,11 @@ def steer(user_model: Any, tokenizer: Any = None, deltas: Sequence[Any] = (), *,
                                extension_penalty=config.extension_penalty,
                                sync="same" if token_map is None else config.sync,
                                chat_template=getattr(delta_config, "chat_template", None), name=delta_name))
-    if chat_template is None and slots and all(s.chat_template == PLAIN_CHAT_TEMPLATE for s in slots):
-        chat_template = PLAIN_CHAT_TEMPLATE  # deltas trained in the plain format: the user model reads it too
+    if chat_template is None and slots and all(s.chat_template == PLAIN_CHAT_TEMPLATE and s.token_map is None
+                                               for s in slots):
+        # a delta in the user's vocabulary reads the user's own tokens, so the user reads the delta's plain format
+        # (a delta of another vocabulary reads its own format anyway)
+        chat_template = PLAIN_CHAT_TEMPLATE
     if config.rule is None and len(rules) > 1:
         raise ValueError(f"the deltas were trained with different rules {sorted(rules)}; pass rule= explicitly")
     return Steered(model, tokenizer, slots, config.rule or (rules.pop() if rules else "basenormalize"), chat_template)
