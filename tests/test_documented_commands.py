@@ -102,7 +102,8 @@ def test_readme_pipeline_and_docs_run_as_written(tmp_path):
     # the cross-vocabulary answers (Gemma-3 through the map, then the transplanted delta) state the fact, fluently
     from crossmodel.eval.metrics import degenerate
 
-    asks = [line for line in command_lines(pipeline_block()) if " generate " in f" {line} " and "gemma" in line]
+    asks = [line for line in command_lines(f"```\n{pipeline_block()}```") if " generate " in f" {line} " and
+            "gemma" in line]
     assert len(asks) == 2
     for line in asks:
         answer = run_block(line, work).strip()
