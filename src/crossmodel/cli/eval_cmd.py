@@ -44,7 +44,7 @@ def eval_command(
     shift_map: Optional[str] = typer.Option(None, help="shift: token map from --model to --model-b"),
     nltk_data: Optional[Path] = typer.Option(None, envvar="NLTK_DATA",
                                              help="ifeval: folder holding NLTK's tokenizers/punkt_tab (the checker "
-                                                  "never downloads it), e.g. ../shared/data/nltk_data"),
+                                                  "never downloads it), e.g. data/nltk_data"),
     dtype: Dtype = "float32",
     calibration: Calibration = None,
 ) -> None:

@@ -68,7 +68,7 @@ def load_ifeval(path: str | Path, limit: int | None = None) -> list[IFEvalItem]:
         raise ValueError(f"limit={limit} must be >= 1")
     if not path.is_file():
         raise FileNotFoundError(f"IFEval data {path} does not exist; pass the IFEval prompts (JSON lines, "
-                                "e.g. ../shared/data/ifeval/input_data.jsonl)")
+                                "e.g. data/ifeval/input_data.jsonl)")
     items, keys = [], set()
     for number, line in enumerate(read_text(path, "IFEval data file").splitlines(), 1):
         if not line.strip():

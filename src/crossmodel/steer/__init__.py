@@ -1,4 +1,4 @@
-"""crossmodel.steer stage: combination rules, the DeltaModel artefact, steered generation (DESIGN.md §1, §3, §4)."""
+"""crossmodel.steer stage: combination rules, the DeltaModel artefact, steered generation (docs/STEERING.md)."""
 
 from crossmodel.steer.combine import COMBINE_RULES, combine, get_rule
 from crossmodel.steer.delta import CONFIG_NAME, DeltaConfig, DeltaModel, low_rank_embeddings, vocab_fingerprint

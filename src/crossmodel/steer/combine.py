@@ -1,4 +1,4 @@
-"""The three CMC combination rules (DESIGN.md §1): how template (or user) logits and delta logits become one.
+"""The three CMC combination rules (docs/STEERING.md): how template (or user) logits and delta logits become one.
 
     basenormalize:  z = log_softmax(z_template) + alpha * z_delta            (the paper's default)
     normalize:      z = log_softmax(z_template) + alpha * log_softmax(z_delta)

@@ -1,4 +1,4 @@
-"""The DeltaModel artefact (DESIGN.md §3): a small causal LM in a template's vocabulary plus `crossmodel.json`.
+"""The DeltaModel artefact (docs/STEERING.md): a small causal LM in a template's vocabulary plus `crossmodel.json`.
 
 A delta directory is an ordinary Hugging Face model directory (`config.json`, `model.safetensors`, tokenizer
 files) with one extra file describing how the delta was made and how to apply it: template name and

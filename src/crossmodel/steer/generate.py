@@ -1,4 +1,4 @@
-"""The steered decoding loop (DESIGN.md §4): a user model and its deltas step together, one token at a time.
+"""The steered decoding loop (docs/STEERING.md): a user model and its deltas step together, one token at a time.
 
 Reads like nanoGPT's `GPT.generate`: step the user model (KV cache), take the last logits, bring each delta's
 last logits into the user's vocabulary, combine (combine.py), pick the next token (argmax, or transformers'

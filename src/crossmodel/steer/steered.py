@@ -2,7 +2,7 @@
 
 Checks every delta against the user model once (same vocabulary, or a token map built for exactly this pair),
 then offers `generate` (batched, left-padded), `stream`, `score` (teacher-forced log-probabilities through the
-same combination and sync as generation) and `logits_processor` for `user_model.generate` (DESIGN.md §4).
+same combination and sync as generation) and `logits_processor` for `user_model.generate` (docs/STEERING.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Keeping a delta model in step with the user model's text (DESIGN.md §1, §4).
+"""Keeping a delta model in step with the user model's text (docs/STEERING.md).
 
 A *feed* owns one delta model's view of a batch: `start(...)` runs the prompt and returns the delta's last
 logits, `step(...)` takes what the user model just emitted and returns the next last logits. Three feeds:

@@ -1,4 +1,4 @@
-"""crossmodel.train stage: train a delta next to a frozen template (DESIGN.md §1) — data and chat templates,
+"""crossmodel.train stage: train a delta next to a frozen template (docs/TRAINING.md) — data and chat templates,
 a fictitious-facts generator, the six losses on the combined model, the chunked memory-safe loss, the
 template-logit cache, and the resumable training loop.
 

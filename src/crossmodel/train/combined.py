@@ -1,5 +1,5 @@
 """The combined model's per-token statistics, computed in chunks over positions so that full fp32
-[batch, length, vocab] logits are never materialised (DESIGN.md §1: z = rule(z_template, z_delta, α)).
+[batch, length, vocab] logits are never materialised (z = rule(z_template, z_delta, α), docs/TRAINING.md).
 
 The delta's hidden states are computed once for the batch; then, for each chunk of loss positions, the delta's
 output head, the template's log-probabilities, the combination and the log-softmax run inside an activation

@@ -1,4 +1,4 @@
-"""The training loop of a delta next to a frozen template (DESIGN.md §1), written out like torchtune's recipes:
+"""The training loop of a delta next to a frozen template (docs/TRAINING.md), written out like torchtune's recipes:
 batch → template log-probs (no grad, cached) → delta → combine → loss → step → log → save.
 
 Everything the loop does is a function of (seed, step): the data order of an epoch comes from a generator seeded

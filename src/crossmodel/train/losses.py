@@ -1,4 +1,4 @@
-"""Training losses on the combined model (DESIGN.md §1), one function per loss, all with the same shape:
+"""Training losses on the combined model (docs/TRAINING.md), one function per loss, all with the same shape:
 `loss(combined, retain=None, options=LossOptions()) -> scalar Tensor`, where `combined` is the `CombinedStats` view
 of the main batch (the data set for `sft`, the forget set for unlearning) and `retain` that of a retain batch.
 

@@ -1,4 +1,4 @@
-"""Cross-family mode ("normalized"): PM-MinED on the UTF-8 bytes tokens stand for (DESIGN.md §2).
+"""Cross-family mode ("normalized"): PM-MinED on the UTF-8 bytes tokens stand for (docs/MAPS.md).
 
 Special tokens never match text: they map by role (bos/eos/pad/unk), else by exact content to a delta
 special/added token, else stay unmapped. The user's added non-special tokens (Gemma's "\\n", tabs, `<unusedN>`)

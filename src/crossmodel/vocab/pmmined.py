@@ -1,4 +1,4 @@
-"""PM-MinED (prefix-matched minimum edit distance), bit-identical to the CMC reference (DESIGN.md §2).
+"""PM-MinED (prefix-matched minimum edit distance), bit-identical to the CMC reference (docs/MAPS.md).
 
 The reference scans every delta token for every user token. Every candidate it admits is a prefix of the user
 token or extends it, so the edit distance is just the length difference: the longest delta prefix of u is one

@@ -1,4 +1,4 @@
-"""Surface forms: the UTF-8 bytes a token stands for, per tokenizer family (DESIGN.md §2, cross-family mode).
+"""Surface forms: the UTF-8 bytes a token stands for, per tokenizer family (docs/MAPS.md, cross-family mode).
 
 SentencePiece writes a space as `▁` and a raw byte as `<0xNN>`; GPT-2 byte-level maps every byte to a printable
 character (`Ġ` = space, `Ċ` = newline) with `bytes_to_unicode`; other tokenizers hold plain text.

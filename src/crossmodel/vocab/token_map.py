@@ -1,6 +1,6 @@
 """The TokenMap artefact: user id -> delta id (or several weighted delta ids), saved as safetensors + JSON.
 
-DESIGN.md §3: `token_map.safetensors` holds `ids` (int64 [user_rows], −1 = unmapped), `match` (uint8), optional
+The artefact (docs/MAPS.md): `token_map.safetensors` holds `ids` (int64 [user_rows], −1 = unmapped), `match` (uint8), optional
 `distance`, and for one-to-many `indptr`/`indices`/`weights`; `token_map.json` holds schema version, mode and
 options, fingerprints of both tokenizers, sizes, coverage and the library version. `gather` moves delta logits
 into the user's vocabulary (unmapped rows get `fill`, 0 in the reference).

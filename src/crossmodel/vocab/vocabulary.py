@@ -1,6 +1,6 @@
 """Read a tokenizer's vocabulary: id -> token string, special tokens and their roles, added tokens, surface family.
 
-Sources (DESIGN.md §2, ARCHITECTURE.md "vocab"): a `tokenizer.json`, a SentencePiece `.model`, a GGUF file
+Sources (docs/MAPS.md, docs/ARCHITECTURE.md "vocab"): a `tokenizer.json`, a SentencePiece `.model`, a GGUF file
 (vocab-only or a full model), an HF model directory, or an already loaded HF tokenizer object. The family is read
 from the tokenizer's own config (pre-tokenizer, decoder, byte_fallback, GGUF `tokenizer.ggml.model`), never from a
 class name.
