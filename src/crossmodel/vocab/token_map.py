@@ -1,7 +1,8 @@
 """The TokenMap artefact: user id -> delta id (or several weighted delta ids), saved as safetensors + JSON.
 
-The artefact (docs/MAPS.md): `token_map.safetensors` holds `ids` (int64 [user_rows], −1 = unmapped), `match` (uint8), optional
-`distance`, and for one-to-many `indptr`/`indices`/`weights`; `token_map.json` holds schema version, mode and
+The artefact (docs/MAPS.md): `token_map.safetensors` holds `ids` (int64 [user_rows], −1 = unmapped), `match`
+(uint8), optional `distance` and `extends` (1 = the user token's text is longer than its delta token's), and for
+one-to-many `indptr`/`indices`/`weights`; `token_map.json` holds schema version, mode and
 options, fingerprints of both tokenizers, sizes, coverage and the library version. `gather` moves delta logits
 into the user's vocabulary (unmapped rows get `fill`, 0 in the reference).
 """
