@@ -82,6 +82,10 @@ class CalibrateConfig:
         if Path(self.out).is_file():
             raise ValueError(f"--out {self.out} is a file; give a folder (calibration.json is written into it)")
 
+    def maps(self) -> tuple[str, ...]:
+        """The --map as `eval`'s map list: empty for a delta in the model's own vocabulary."""
+        return () if self.token_map in (None, "", "-") else (self.token_map,)
+
     def grid(self) -> tuple[float, ...]:
         """The α tried, sorted, α = 0 always among them."""
         return tuple(sorted({float(a) for a in self.alphas} | {0.0}))
@@ -227,10 +231,9 @@ def measure_grid(config: CalibrateConfig, log: Callable[[str], None] = print) ->
 
     items = load_qa(config.data, config.format, config.limit)
     retain = load_qa(config.retain, config.format, config.limit) if config.retain else None
-    maps = () if config.token_map is None else (config.token_map,)
-    loaded = load_user(config.model, config.dtype, config.prompt_format, (config.delta,), maps)
+    loaded = load_user(config.model, config.dtype, config.prompt_format, (config.delta,), config.maps())
     delta = DeltaModel.load(config.delta)
-    token_map = None if config.token_map in (None, "", "-") else TokenMap.load(config.token_map)
+    token_map = TokenMap.load(config.maps()[0]) if config.maps() else None
     template = chat_template_of(loaded.tokenizer)  # base models read the plain format, as in `eval`
     log(f"calibrate: {len(items)} items{f' + {len(retain)} retain items' if retain else ''} x "
         f"{len(config.grid())} α; greedy answers of the first {min(config.gen_items, len(items))} at each α")
@@ -267,8 +270,8 @@ def run_calibration(config: CalibrateConfig, log: Callable[[str], None] = print)
     is touched). Model, delta, map and data are fingerprinted before the model loads, so a missing file fails fast.
     """
     # the format actually read is what the calibration records ("auto" resolved against the delta)
-    maps = () if config.token_map is None else (config.token_map,)
-    config = replace(config, prompt_format=resolve_prompt_format(config.prompt_format, (config.delta,), maps))
+    config = replace(config, prompt_format=resolve_prompt_format(config.prompt_format, (config.delta,),
+                                                                 config.maps()))
     if 0.0 not in config.alphas:
         log("calibrate: α = 0 added to the grid (the model alone, which every α is compared with)")
     found = fingerprints(config.model, config.delta, config.token_map)
